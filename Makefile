@@ -1,0 +1,43 @@
+# Everything the project needs is installed from here: CI and new machines start bare.
+# GPU users: make TORCH='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_MODELS ?= demo-models
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test demo lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH)
+	# open-clip-torch only carries the CLIP BPE vocabulary we build the tokenizer from; its
+	# dependencies (torchvision, timm) are not needed and would pull a CUDA torch here.
+	$(BIN)/pip install --quiet --no-deps 'open-clip-torch>=2.20'
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+demo: $(STAMP)
+	$(BIN)/python -m animdiff.testing $(DEMO_MODELS)
+	$(BIN)/animdiff generate "a corgi running on the beach" --models-dir $(DEMO_MODELS) \
+	    --checkpoint tiny-sd15.safetensors --motion-module tiny-mm-v2.ckpt \
+	    --frames 16 --fps 8 --steps 8 --cfg 7.5 --seed 42 --width 256 --height 256 \
+	    --format gif,png,txt --out outputs
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(DEMO_MODELS) outputs .pytest_cache .ruff_cache

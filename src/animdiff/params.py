@@ -1,0 +1,245 @@
+"""The one settings model every entry point builds.
+
+The CLI, the HTTP API (native and the A1111 `alwayson_scripts` shape) and the web UI all turn
+their input into `Params`, so defaults and ranges live here and only here. Field names follow the
+CLI flags (`--loop-number` is `loop_number`); the seed extension's names (`video_length`,
+`batch_size`, `format`, ...) are accepted as aliases so an A1111 AnimateDiff payload validates as
+it is. Validation raises `ParamsError` with a message that names the setting.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from animdiff.errors import NotSupportedYetError, ParamsError
+
+ClosedLoop = Literal["N", "R-P", "R+P", "A"]
+Fuse = Literal["overwrite", "flat", "pyramid"]
+GroupNormMode = Literal["reference", "diffusers"]
+Interp = Literal["Off", "FILM"]
+PromptInterpolation = Literal["slerp", "linear"]
+
+VIDEO_FORMATS = ("gif", "mp4", "webm", "webp", "png")
+OTHER_FORMATS = ("txt", "frame")
+ALL_FORMATS = VIDEO_FORMATS + OTHER_FORMATS
+MAX_SEED = 2**32 - 1
+
+
+class MotionLora(BaseModel):
+    """A motion LoRA (original `v2_lora_*.ckpt` layout) applied to the motion module."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="file name or path of the motion LoRA")
+    strength: float = Field(1.0, ge=-10.0, le=10.0)
+
+
+class Params(BaseModel):
+    """Every setting of one animation job (the seed system's fields plus the usual txt2img ones)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    # --- what to draw -------------------------------------------------------------------------
+    prompt: str = Field("", description="prompt; A1111 syntax and prompt travel lines")
+    negative_prompt: str = Field("", description="negative prompt (not travelled)")
+    width: int = Field(512, ge=64, le=2048, description="width in pixels, a multiple of 8")
+    height: int = Field(512, ge=64, le=2048, description="height in pixels, a multiple of 8")
+    steps: int = Field(20, ge=1, le=150, description="sampling steps")
+    cfg_scale: float = Field(7.5, ge=1.0, le=30.0, description="classifier-free guidance scale")
+    sampler: str = Field("DPM++ 2M Karras", description="sampler, as A1111 names it")
+    seed: int = Field(-1, ge=-1, le=MAX_SEED, description="seed of the first frame; -1 picks one")
+    clip_skip: int = Field(1, ge=1, le=12, description="stop the text encoder this many layers early")
+
+    # --- models -------------------------------------------------------------------------------
+    checkpoint: str | None = Field(None, description="SD1.5 checkpoint: file name, path or folder")
+    motion_module: str | None = Field(
+        None,
+        validation_alias=AliasChoices("motion_module", "model"),
+        description="motion module file name or path (default: the first one found)",
+    )
+    motion_loras: list[MotionLora] = Field(default_factory=list, description="motion LoRAs with strengths")
+    groupnorm: GroupNormMode = Field(
+        "reference",
+        description="GroupNorm statistics: 'reference' as the A1111 extension and the original "
+        "AnimateDiff compute them, 'diffusers' as diffusers' UNetMotionModel does",
+    )
+
+    # --- AnimateDiff (the seed extension's fields) ---------------------------------------------
+    frames: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        validation_alias=AliasChoices("frames", "video_length"),
+        description="number of frames; 0 = the video's frame count, else the context batch size",
+    )
+    fps: int = Field(8, ge=1, le=240, description="frames per second of the written animation")
+    loop_number: int = Field(0, ge=0, le=65_535, description="display loop count; 0 loops forever")
+    context: int = Field(
+        16,
+        ge=1,
+        le=32,
+        validation_alias=AliasChoices("context", "batch_size"),
+        description="context batch size: frames the motion module sees at once",
+    )
+    stride: int = Field(1, ge=1, le=16, description="context stride levels (1 = adjacent frames only)")
+    overlap: int = Field(-1, ge=-1, description="frames shared by neighbouring windows; -1 = context // 4")
+    closed_loop: ClosedLoop = Field("R-P", description="closed loop mode N, R-P, R+P or A")
+    fuse: Fuse = Field(
+        "overwrite",
+        description="how window outputs combine: overwrite (the reference), flat or pyramid averaging",
+    )
+    prompt_interpolation: PromptInterpolation = Field(
+        "slerp", description="prompt travel interpolation between keyframes"
+    )
+    formats: list[str] = Field(
+        default_factory=lambda: ["gif", "png"],
+        validation_alias=AliasChoices("formats", "format"),
+        description="outputs: gif, mp4, webm, webp, png, txt (and frame for the API)",
+    )
+    interp: Interp = Field("Off", description="frame interpolation: Off or FILM")
+    interp_x: int = Field(10, ge=1, le=100, description="FILM: frame-count multiplier (Interp X)")
+    video_source: str | None = Field(None, description="source video for video-to-video")
+    video_path: str | None = Field(None, description="folder of source frames for video-to-video")
+    request_id: str = Field("", max_length=64, description="appended to output file names")
+
+    # --- output options (the reference's settings page) -----------------------------------------
+    gif_palette: bool = Field(False, description="GIF: optimise the palette over all frames")
+    gif_gifsicle: bool = Field(False, description="GIF: run gifsicle -O3 when it is installed")
+    mp4_crf: int = Field(23, ge=0, le=51, description="MP4: constant rate factor")
+    mp4_preset: str = Field("", description="MP4: x264 preset (empty = encoder default)")
+    mp4_tune: str = Field("", description="MP4: x264 tune (empty = none)")
+    webp_quality: int = Field(80, ge=0, le=100, description="WEBP: quality")
+    webp_lossless: bool = Field(False, description="WEBP: lossless")
+
+    # --- normalisers ------------------------------------------------------------------------------
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int, info: Any) -> int:
+        if value % 8:
+            raise ValueError(f"{info.field_name} {value} must be a multiple of 8")
+        return value
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _normalise_formats(cls, value: Any) -> list[str]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        out: list[str] = []
+        for item in items:
+            name = str(item).strip().lower()
+            if not name:
+                continue
+            if name not in ALL_FORMATS:
+                raise ValueError(f"unknown format {item!r}; choose from {', '.join(ALL_FORMATS)}")
+            if name not in out:
+                out.append(name)
+        if not any(f in VIDEO_FORMATS for f in out):
+            raise ValueError("choose at least one of gif, mp4, webm, webp, png")
+        return out
+
+    @field_validator("interp", mode="before")
+    @classmethod
+    def _normalise_interp(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"off": "Off", "film": "FILM", "none": "Off"}.get(value.strip().lower(), value)
+        if value is False or value is None:
+            return "Off"
+        return value
+
+    @field_validator("closed_loop", mode="before")
+    @classmethod
+    def _normalise_closed_loop(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        from animdiff.sampling.samplers import canonical_sampler_name
+
+        return canonical_sampler_name(value)
+
+    @field_validator("motion_loras", mode="before")
+    @classmethod
+    def _motion_lora_shorthand(cls, value: Any) -> Any:
+        """Accept `name:strength` strings (the CLI's form) beside full objects."""
+        if isinstance(value, str | dict):
+            value = [value]
+        out = []
+        for item in value or []:
+            if isinstance(item, str):
+                name, sep, strength = item.rpartition(":")
+                if sep and _is_number(strength):
+                    out.append({"name": name, "strength": float(strength)})
+                else:
+                    out.append({"name": item})
+            else:
+                out.append(item)
+        return out
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Params:
+        if self.overlap >= self.context:
+            raise ValueError(f"overlap {self.overlap} must be smaller than context batch size {self.context}")
+        if self.video_source and self.video_path:
+            raise ValueError("give either video_source or video_path, not both")
+        return self
+
+    # --- derived values -----------------------------------------------------------------------------
+    @property
+    def resolved_overlap(self) -> int:
+        """Overlap -1 means a quarter of the context batch size (from the size before any capping)."""
+        return self.context // 4 if self.overlap == -1 else self.overlap
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def make_params(data: dict[str, Any] | None = None, **kwargs: Any) -> Params:
+    """Build `Params`, turning pydantic's report into one `ParamsError` a user can read."""
+    values = {**(data or {}), **kwargs}
+    try:
+        return Params.model_validate(values)
+    except ValidationError as exc:
+        raise ParamsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def resolve_seed(seed: int) -> int:
+    """-1 means a fresh random seed; the resolved seed is what files and infotext record."""
+    return random.randint(0, MAX_SEED) if seed == -1 else seed
+
+
+def check_supported(params: Params) -> None:
+    """Refuse settings whose behaviour is not built yet, rather than ignore them."""
+    pending = []
+    if params.video_source:
+        pending.append("video_source (video-to-video with ControlNet)")
+    if params.video_path:
+        pending.append("video_path (video-to-video with ControlNet)")
+    if pending:
+        raise NotSupportedYetError(f"not supported yet: {', '.join(pending)}")
