@@ -1,0 +1,118 @@
+"""Models kept loaded between jobs.
+
+One checkpoint and one motion module are held at a time (the sizes involved are gigabytes);
+asking for another replaces it. Files are identified by path, size and modification time, so a
+file replaced on disk is reloaded. The UNet with motion modules shares its tensors with the
+cached UNet and motion module, so building it for a new combination or GroupNorm mode costs no
+memory and almost no time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from animdiff.models.files import sha256_of
+from animdiff.models.hub import fetch_checkpoint
+from animdiff.models.load import (
+    MotionModule,
+    StableDiffusionParts,
+    build_motion_unet,
+    load_checkpoint,
+    load_motion_module,
+)
+from animdiff.models.motion_unet import MotionUNet
+
+FileKey = tuple[str, int, int]
+
+
+def file_key(path: Path) -> FileKey:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@dataclass
+class LoadedModels:
+    parts: StableDiffusionParts
+    motion: MotionModule
+    unet: MotionUNet
+    checkpoint_name: str
+    checkpoint_hash: str | None
+    motion_name: str
+    motion_hash: str | None
+
+    def video_model(
+        self, sample: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor
+    ) -> torch.Tensor:
+        """The UNet call in the model's dtype, returning float32 eps."""
+        dtype = self.unet.dtype
+        return self.unet(sample.to(dtype), timestep, embeddings.to(dtype)).float()
+
+
+class ModelCache:
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.device = device
+        self.dtype = dtype
+        self._checkpoint: tuple[FileKey, StableDiffusionParts] | None = None
+        self._motion: tuple[FileKey, MotionModule] | None = None
+        self._unet: tuple[tuple[FileKey, FileKey, str], MotionUNet] | None = None
+        self._hashes: dict[FileKey, str] = {}
+
+    def checkpoint(self, source: Path | str) -> StableDiffusionParts:
+        path = fetch_checkpoint(source) if isinstance(source, str) else source
+        key = file_key(path)
+        if self._checkpoint is None or self._checkpoint[0] != key:
+            self._checkpoint = None  # release the old one before loading the new one
+            self._unet = None
+            parts = load_checkpoint(path, self.dtype)
+            parts.unet.to(self.device)
+            parts.text_encoder.to(self.device)
+            parts.vae.to(self.device)
+            self._checkpoint = (key, parts)
+        return self._checkpoint[1]
+
+    def motion_module(self, path: Path) -> MotionModule:
+        key = file_key(path)
+        if self._motion is None or self._motion[0] != key:
+            self._motion = None
+            self._unet = None
+            motion = load_motion_module(path, self.dtype)
+            motion.adapter.to(self.device)
+            self._motion = (key, motion)
+        return self._motion[1]
+
+    def get(self, checkpoint: Path | str, motion_module: Path, groupnorm: str) -> LoadedModels:
+        parts = self.checkpoint(checkpoint)
+        motion = self.motion_module(motion_module)
+        key = (
+            file_key(parts.path if parts.path.is_file() else parts.path / "model_index.json"),
+            file_key(motion.path),
+            groupnorm,
+        )
+        if self._unet is None or self._unet[0] != key:
+            unet = build_motion_unet(parts.unet, motion.adapter, path=motion.path)
+            self._unet = (key, MotionUNet(unet, motion.kind, groupnorm))
+        return LoadedModels(
+            parts=parts,
+            motion=motion,
+            unet=self._unet[1],
+            checkpoint_name=_display_name(parts.path),
+            checkpoint_hash=self.short_hash(parts.path, 10),
+            motion_name=motion.path.name,
+            motion_hash=self.short_hash(motion.path, 8),
+        )
+
+    def short_hash(self, path: Path, digits: int) -> str | None:
+        """A1111's short model hash (first hex digits of the file's SHA-256); None for folders."""
+        if not path.is_file():
+            return None
+        key = file_key(path)
+        if key not in self._hashes:
+            self._hashes[key] = sha256_of(path)
+        return self._hashes[key][:digits]
+
+
+def _display_name(path: Path) -> str:
+    return path.stem if path.is_file() else path.name

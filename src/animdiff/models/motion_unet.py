@@ -1,0 +1,114 @@
+"""The UNet with motion modules, with the GroupNorm statistics the reference uses.
+
+diffusers' `UNetMotionModel` and the original AnimateDiff (which the A1111 extension follows)
+agree on every layer except where GroupNorm takes its statistics:
+
+| where                       | original / A1111 extension       | diffusers          |
+|-----------------------------|----------------------------------|--------------------|
+| motion module's own norm    | per frame                        | across all frames  |
+| UNet norms, v1 / HotShot-XL | across all frames of each video  | per frame          |
+| UNet norms, v2 / v3         | per frame                        | per frame          |
+
+`groupnorm="reference"` reproduces the left column by swapping the affected `GroupNorm` modules
+of one model instance for thin wrappers that regroup the frames; `groupnorm="diffusers"` leaves
+the model exactly as diffusers builds it (our parity tests compare with diffusers that way).
+Nothing outside this instance is patched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import UNetMotionModel
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+from torch import nn
+
+from animdiff.models.detect import Kind
+
+CROSS_FRAME_KINDS = (Kind.MM_V1, Kind.MM_HOTSHOT)
+
+
+@dataclass
+class FrameCount:
+    """Frames per video of the call in progress; the cross-frame norms need it to regroup rows."""
+
+    value: int = 1
+
+
+class PerFrameGroupNorm(nn.Module):
+    """A motion module's GroupNorm on (videos, channels, frames, h, w), with statistics per frame."""
+
+    def __init__(self, norm: nn.GroupNorm) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        videos, channels, frames, height, width = x.shape
+        rows = x.permute(0, 2, 1, 3, 4).reshape(videos * frames, channels, height, width)
+        out = self.norm(rows)
+        return out.reshape(videos, frames, channels, height, width).permute(0, 2, 1, 3, 4)
+
+
+class CrossFrameGroupNorm(nn.Module):
+    """A UNet GroupNorm on (videos*frames, channels, ...), with statistics over each whole video."""
+
+    def __init__(self, norm: nn.GroupNorm, frames: FrameCount) -> None:
+        super().__init__()
+        self.norm = norm
+        self.frames = frames
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.frames.value
+        rows, channels = x.shape[:2]
+        rest = x.shape[2:]
+        video = x.reshape(rows // frames, frames, channels, *rest).transpose(1, 2)
+        out = self.norm(video)
+        return out.transpose(1, 2).reshape(rows, channels, *rest)
+
+
+def _replace_child(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+class MotionUNet(nn.Module):
+    """Calls the motion UNet on whole videos: sample (videos, C, frames, h, w) -> eps of that shape."""
+
+    def __init__(self, unet: UNetMotionModel, kind: Kind, groupnorm: str = "reference") -> None:
+        super().__init__()
+        self.unet = unet
+        self.frames = FrameCount()
+        self.groupnorm = groupnorm
+        if groupnorm == "reference":
+            self._use_reference_norms(kind)
+        elif groupnorm != "diffusers":
+            raise ValueError(f"unknown groupnorm mode {groupnorm!r}")
+
+    def _use_reference_norms(self, kind: Kind) -> None:
+        motion_norms = {
+            f"{name}.norm" for name, m in self.unet.named_modules() if isinstance(m, AnimateDiffTransformer3D)
+        }
+        cross_frame = kind in CROSS_FRAME_KINDS
+        for name, module in list(self.unet.named_modules()):
+            if not isinstance(module, nn.GroupNorm):
+                continue
+            if name in motion_norms:
+                _replace_child(self.unet, name, PerFrameGroupNorm(module))
+            elif cross_frame:
+                _replace_child(self.unet, name, CrossFrameGroupNorm(module, self.frames))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        self.frames.value = sample.shape[2]
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]

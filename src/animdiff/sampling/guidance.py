@@ -1,0 +1,101 @@
+"""The denoiser layers: per-window classifier-free guidance over the UNet with motion modules.
+
+`WindowedDenoiser` is the callable the sampling loop sees. Each call asks the window schedule
+for this model evaluation's windows, evaluates each distinct window once (several per UNet call
+when allowed), with the cond video and the uncond video of a window in one batch and the
+per-frame prompt embeddings sliced with the window's frame indices, then combines the guided
+outputs per frame with the chosen fuse method. A window that the schedule repeats inside one
+step gives the same output again, so it is computed once and fused at every position it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from animdiff.sampling.fuse import WindowFuser
+
+WindowSchedule = Callable[[int], list[list[int]]]
+# (videos, C, frames, h, w), timestep, (videos * frames, tokens, width) -> eps like the sample
+VideoModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Conditioning:
+    """Per-frame prompt embeddings for the whole generated batch, the negative one, and the scale."""
+
+    cond: torch.Tensor  # (frames, tokens, width)
+    uncond: torch.Tensor  # (1, tokens, width): the negative prompt is the same for every frame
+    scale: float
+
+    @property
+    def guided(self) -> bool:
+        """At scale 1 the uncond term cancels exactly, so it is not computed."""
+        return self.scale != 1.0
+
+
+def guided_windows(
+    model: VideoModel,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    windows: list[list[int]],
+    conditioning: Conditioning,
+) -> torch.Tensor:
+    """Guided eps for several windows in one model call: (windows, window length, C, h, w)."""
+    index = torch.tensor(windows, device=x.device)
+    videos = x[index].permute(0, 2, 1, 3, 4)  # (windows, C, length, h, w)
+    cond = conditioning.cond[index.flatten().to(conditioning.cond.device)]
+    if conditioning.guided:
+        uncond = conditioning.uncond.expand(cond.shape[0], -1, -1)
+        eps = model(torch.cat([videos, videos]), t, torch.cat([cond, uncond]))
+        eps_cond, eps_uncond = eps.chunk(2)
+        eps = eps_uncond + conditioning.scale * (eps_cond - eps_uncond)
+    else:
+        eps = model(videos, t, cond)
+    return eps.permute(0, 2, 1, 3, 4)
+
+
+class WindowedDenoiser:
+    """eps over the whole frame range, assembled from context windows.
+
+    The step counter counts model evaluations from 0 (the reference's counter): second-order
+    samplers call the denoiser twice per step, so their windows move twice per step too.
+    """
+
+    def __init__(
+        self,
+        model: VideoModel,
+        conditioning: Conditioning,
+        schedule: WindowSchedule,
+        *,
+        fuse: str = "overwrite",
+        windows_per_call: int = 1,
+        on_window: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if windows_per_call < 1:
+            raise ValueError("windows_per_call must be at least 1")
+        self.model = model
+        self.conditioning = conditioning
+        self.schedule = schedule
+        self.fuse = fuse
+        self.windows_per_call = windows_per_call
+        self.on_window = on_window
+        self.step = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        windows = self.schedule(self.step)
+        self.step += 1
+        distinct = list(dict.fromkeys(tuple(w) for w in windows))
+        outputs: dict[tuple[int, ...], torch.Tensor] = {}
+        for start in range(0, len(distinct), self.windows_per_call):
+            group = distinct[start : start + self.windows_per_call]
+            eps = guided_windows(self.model, x, t, [list(w) for w in group], self.conditioning)
+            outputs.update(zip(group, eps, strict=True))
+            if self.on_window is not None:
+                self.on_window(min(start + len(group), len(distinct)), len(distinct))
+        fuser = WindowFuser(self.fuse, x)
+        for window in windows:
+            fuser.add(list(window), outputs[tuple(window)])
+        return fuser.result()

@@ -1,0 +1,57 @@
+"""Shared fixtures: one folder of tiny models for the whole session (written once, ~10 s)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One thread: tiny models gain nothing from two, and a busy second core would stall every op.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from animdiff.testing.factory import write_models_dir
+
+    root = tmp_path_factory.mktemp("models")
+    write_models_dir(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def animator(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One Animator (and model cache) for the session; tests write into their own out folder."""
+    from animdiff.pipeline import Animator
+
+    return Animator(models_dir, tmp_path_factory.mktemp("outputs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    """A factory of settings small enough for a CPU test: 64x64, few steps, the tiny models."""
+    return _tiny_params
+
+
+def _tiny_params(**overrides):
+    from animdiff.params import make_params
+
+    values = dict(
+        prompt="a corgi running on the beach",
+        checkpoint="tiny-sd15.safetensors",
+        motion_module="tiny-mm-v2.ckpt",
+        width=64,
+        height=64,
+        steps=3,
+        seed=42,
+        frames=8,
+        context=8,
+        sampler="DDIM",
+        formats="gif",
+    )
+    values.update(overrides)
+    return make_params(values)
