@@ -1,0 +1,254 @@
+"""A1111's "parameters" text: written into every output, read back to restore the settings.
+
+The layout is A1111's so its PNG Info tab and "send to txt2img" understand our files: the
+prompt (any number of lines), an optional "Negative prompt: " line, and one line of
+"Key: value" pairs where any value that could be mistaken for structure is JSON-quoted. The
+AnimateDiff value is the reference's "k: v" list; animdiff's own settings are appended only when
+they differ from their defaults, so texts of ordinary jobs look exactly like the reference's.
+
+Unlike A1111 the text is not stripped, so a prompt with leading or trailing blank lines comes
+back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import animdiff
+from animdiff.errors import ParamsError
+from animdiff.params import MotionLora, Params
+
+NEGATIVE = "Negative prompt: "
+ANIMATEDIFF = "AnimateDiff"
+
+# Settings animdiff has and the reference has not; written only when not at these values.
+OWN_DEFAULTS = {"fuse": "overwrite", "prompt_interpolation": "slerp", "groupnorm": "reference"}
+
+_DECODER = json.JSONDecoder()
+_KEY = re.compile(r"\s*([^:,]+?)\s*(:\s*|,|$)")
+# An AnimateDiff item: a plain word, then ": ". Pieces of a value that was split on ", " do not
+# look like this and are glued back (a motion module named "a, b.ckpt" survives).
+_ITEM = re.compile(r"(\w+): (.*)", re.DOTALL)
+_FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_MOTION_LORA = re.compile(rf"(.+?)@({_FLOAT})(?:\+|$)", re.DOTALL)
+_MIN_PARAMS_KEYS = 3  # A1111's test for "the last line is the parameters line"
+
+
+def quote(value: str) -> str:
+    """A1111's rule, plus quotes and outer spaces, which its reader would otherwise eat."""
+    if value == value.strip() and not any(ch in value for ch in ',:"\n\r'):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def format_motion_loras(loras: list[MotionLora]) -> str:
+    """`name@strength+name@strength`: free of ", " and ": ", which would break A1111's split."""
+    return "+".join(f"{lora.name}@{lora.strength!r}" for lora in loras)
+
+
+def parse_motion_loras(text: str) -> list[dict[str, Any]]:
+    out = []
+    pos = 0
+    while pos < len(text):
+        match = _MOTION_LORA.match(text, pos)
+        if match is None:
+            raise ParamsError(f"infotext: cannot read motion_lora {text!r} (expected name@strength+...)")
+        out.append({"name": match.group(1), "strength": float(match.group(2))})
+        pos = match.end()
+    return out
+
+
+def build_infotext(
+    params: Params,
+    *,
+    seed: int,
+    frames: int,
+    overlap: int,
+    model_name: str | None = None,
+    model_hash: str | None = None,
+    motion_module: str | None = None,
+    mm_hash: str | None = None,
+    version: str | None = None,
+) -> str:
+    """The text for one result; `seed`, `frames` and `overlap` are the resolved values.
+
+    `model_name` and `motion_module` default to the names in `params`; pass the resolved names
+    (checkpoint name without extension, module file name) when they are known.
+    """
+    model = model_name if model_name is not None else params.checkpoint
+    module = motion_module if motion_module is not None else params.motion_module
+    fields: list[tuple[str, object]] = [
+        ("Steps", params.steps),
+        ("Sampler", params.sampler),
+        ("CFG scale", params.cfg_scale),
+        ("Seed", seed),
+        ("Size", f"{params.width}x{params.height}"),
+        ("Model hash", model_hash or None),
+        ("Model", model or None),
+        ("Clip skip", params.clip_skip if params.clip_skip > 1 else None),
+        (ANIMATEDIFF, _animatediff_value(params, module, frames, overlap, mm_hash)),
+        ("Version", version if version is not None else f"animdiff {animdiff.__version__}"),
+    ]
+    line = ", ".join(f"{key}: {quote(str(value))}" for key, value in fields if value is not None)
+
+    text = params.prompt
+    if params.negative_prompt:
+        negative = NEGATIVE + params.negative_prompt
+        text = f"{text}\n{negative}" if text else negative
+    return f"{text}\n{line}" if text else line
+
+
+def _animatediff_value(
+    params: Params, module: str | None, frames: int, overlap: int, mm_hash: str | None
+) -> str:
+    items: list[tuple[str, object]] = [
+        ("model", module or None),
+        ("video_length", frames),
+        ("fps", params.fps),
+        ("loop_number", params.loop_number),
+        ("closed_loop", params.closed_loop),
+        ("batch_size", params.context),
+        ("stride", params.stride),
+        ("overlap", overlap),
+        ("interp", params.interp),
+        ("interp_x", params.interp_x),
+        ("freeinit_enable", False),  # FreeInit is not implemented; the key keeps the layout
+        ("request_id", params.request_id or None),
+        ("mm_hash", mm_hash or None),
+    ]
+    for key, default in OWN_DEFAULTS.items():
+        if getattr(params, key) != default:
+            items.append((key, getattr(params, key)))
+    if params.motion_loras:
+        items.append(("motion_lora", format_motion_loras(params.motion_loras)))
+    return ", ".join(f"{key}: {value}" for key, value in items if value is not None)
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """A1111-style fields: "Prompt", "Negative prompt", then every key of the parameters line.
+
+    The AnimateDiff value is replaced by one "AnimateDiff <key>" entry per item, as the
+    reference's paste-back does.
+    """
+    head, _, last = text.rpartition("\n")
+    fields = _parse_params_line(last)
+    if fields is None:
+        head, fields = text, {}
+    if head.startswith(NEGATIVE):
+        prompt, negative = "", head[len(NEGATIVE) :]
+    else:
+        cut = head.find("\n" + NEGATIVE)
+        prompt, negative = (head, "") if cut < 0 else (head[:cut], head[cut + 1 + len(NEGATIVE) :])
+
+    out = {"Prompt": prompt, "Negative prompt": negative}
+    for key, value in fields.items():
+        if key == ANIMATEDIFF:
+            out.update({f"{ANIMATEDIFF} {k}": v for k, v in _split_animatediff(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_params_line(line: str) -> dict[str, str] | None:
+    """Key/value pairs of a parameters line, or None when the line is not one (part of a prompt)."""
+    out: dict[str, str] = {}
+    keyed = 0
+    pos = 0
+    while pos < len(line):
+        match = _KEY.match(line, pos)
+        if match is None:
+            return None
+        key, sep = match.group(1), match.group(2)
+        pos = match.end()
+        if not sep.startswith(":"):
+            out[key] = key  # A1111 writes a flag whose value equals its key as the bare key
+            continue
+        keyed += 1
+        value = None
+        if line.startswith('"', pos):
+            try:
+                value, pos = _DECODER.raw_decode(line, pos)
+            except json.JSONDecodeError:
+                value = None  # like A1111: a value that only looks quoted is taken as written
+        if not isinstance(value, str):
+            end = line.find(",", pos)
+            end = len(line) if end < 0 else end
+            value = line[pos:end]
+            pos = end
+        out[key] = value
+        if pos < len(line):
+            if line[pos] != ",":
+                return None
+            pos += 1
+    return out if keyed >= _MIN_PARAMS_KEYS else None
+
+
+def _split_animatediff(value: str) -> dict[str, str]:
+    items: list[list[str]] = []
+    for piece in value.split(", "):
+        match = _ITEM.fullmatch(piece)
+        if match is None and items:
+            items[-1][1] += ", " + piece
+        elif match is not None:
+            items.append([match.group(1), match.group(2)])
+    return {key: item for key, item in items}
+
+
+# (infotext key, Params field, conversion)
+_CONVERSIONS: tuple[tuple[str, str, type], ...] = (
+    ("Steps", "steps", int),
+    ("Sampler", "sampler", str),
+    ("CFG scale", "cfg_scale", float),
+    ("Seed", "seed", int),
+    ("Clip skip", "clip_skip", int),
+    ("Model", "checkpoint", str),
+    ("AnimateDiff model", "motion_module", str),
+    ("AnimateDiff video_length", "frames", int),
+    ("AnimateDiff fps", "fps", int),
+    ("AnimateDiff loop_number", "loop_number", int),
+    ("AnimateDiff closed_loop", "closed_loop", str),
+    ("AnimateDiff batch_size", "context", int),
+    ("AnimateDiff stride", "stride", int),
+    ("AnimateDiff overlap", "overlap", int),
+    ("AnimateDiff interp", "interp", str),
+    ("AnimateDiff interp_x", "interp_x", int),
+    ("AnimateDiff request_id", "request_id", str),
+    ("AnimateDiff fuse", "fuse", str),
+    ("AnimateDiff prompt_interpolation", "prompt_interpolation", str),
+    ("AnimateDiff groupnorm", "groupnorm", str),
+)
+
+
+def params_from_infotext(text: str) -> dict[str, Any]:
+    """Settings for `make_params` from an infotext; keys the text lacks are left out.
+
+    Output formats and encoder settings are not in the text (as in the reference), so they keep
+    whatever the caller merges in.
+    """
+    fields = parse_infotext(text)
+    out: dict[str, Any] = {"prompt": fields["Prompt"], "negative_prompt": fields["Negative prompt"]}
+    for key, name, convert in _CONVERSIONS:
+        if key in fields:
+            out[name] = _convert(key, fields[key], convert)
+    schedule = fields.get("Schedule type")
+    if "sampler" in out and schedule and schedule != "Automatic":
+        # Newer A1111 writes "Sampler: DPM++ 2M, Schedule type: Karras"; our names join them.
+        out["sampler"] = f"{out['sampler']} {schedule}"
+    if "Size" in fields:
+        width, sep, height = fields["Size"].partition("x")
+        if not sep:
+            raise ParamsError(f"infotext: Size {fields['Size']!r} is not WIDTHxHEIGHT")
+        out["width"] = _convert("Size", width, int)
+        out["height"] = _convert("Size", height, int)
+    if f"{ANIMATEDIFF} motion_lora" in fields:
+        out["motion_loras"] = parse_motion_loras(fields[f"{ANIMATEDIFF} motion_lora"])
+    return out
+
+
+def _convert(key: str, value: str, convert: type) -> Any:
+    try:
+        return convert(value.strip()) if convert is not str else value
+    except ValueError:
+        raise ParamsError(f"infotext: {key} {value!r} is not a {convert.__name__}") from None
