@@ -84,6 +84,12 @@ class ModelCache:
         return self._motion[1]
 
     def get(self, checkpoint: Path | str, motion_module: Path, groupnorm: str) -> LoadedModels:
+        # Loaded tensors must be ordinary ones even when a caller is in inference mode: inference
+        # tensors could not be re-assigned to a new model or patched by LoRAs later.
+        with torch.inference_mode(False), torch.no_grad():
+            return self._get(checkpoint, motion_module, groupnorm)
+
+    def _get(self, checkpoint: Path | str, motion_module: Path, groupnorm: str) -> LoadedModels:
         parts = self.checkpoint(checkpoint)
         motion = self.motion_module(motion_module)
         key = (

@@ -1,0 +1,147 @@
+"""End to end on the tiny models: settings -> sampling -> files, read back."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import av  # noqa: F401  (PyAV must import: the writers need it)
+import pytest
+import torch
+from PIL import Image
+
+from animdiff.errors import CancelledError, NotSupportedYetError, ParamsError
+from animdiff.output import params_from_infotext
+from animdiff.params import make_params
+from animdiff.pipeline import Animator, FrameCounts
+from animdiff.sampling.guidance import guided_windows
+from animdiff.sampling.loop import sample
+from animdiff.sampling.noise import frame_generators, initial_noise
+from animdiff.sampling.samplers import SAMPLER_NAMES, make_scheduler
+
+
+def test_gif_png_txt_are_written_and_read_back(models_dir: Path, tmp_path: Path, tiny_params) -> None:
+    animator = Animator(models_dir, tmp_path)
+    params = tiny_params(formats="gif,png,txt", frames=6, context=8, fps=10, loop_number=3)
+    result = animator.run(params)
+    gif = Image.open(result.files["gif"])
+    assert gif.n_frames == 6
+    assert gif.info["loop"] == 3
+    assert gif.info["duration"] == 100
+    pngs = sorted(result.files["png"].glob("*.png"))
+    assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(6)]
+    with Image.open(pngs[0]) as first:
+        assert first.size == (64, 64)
+        assert first.text["parameters"] == result.infotext
+    assert result.files["txt"].read_text() == result.infotext + "\n"
+    assert result.files["gif"].name == f"00000-{params.seed}.gif"
+    parsed = params_from_infotext(result.infotext)
+    assert (parsed["frames"], parsed["context"], parsed["seed"], parsed["sampler"]) == (6, 8, 42, "DDIM")
+    assert parsed["motion_module"] == "tiny-mm-v2.ckpt"
+    assert parsed["checkpoint"] == "tiny-sd15"
+
+
+def test_same_seed_same_frames(animator, tiny_params) -> None:
+    params = tiny_params(steps=2)
+    a = animator.run(params, write=False)
+    b = animator.run(params, write=False)
+    assert torch.equal(a.latents, b.latents)
+    c = animator.run(tiny_params(steps=2, seed=43), write=False)
+    assert not torch.equal(a.latents, c.latents)
+
+
+def test_frame_noise_does_not_depend_on_frame_count() -> None:
+    short = initial_noise(frame_generators(7, 8), 64, 64)
+    long = initial_noise(frame_generators(7, 16), 64, 64)
+    assert torch.equal(short, long[:8])
+    assert not torch.equal(long[0], long[1])
+
+
+def test_frames_zero_means_the_context_batch(animator, tiny_params) -> None:
+    counts = FrameCounts.resolve(tiny_params(frames=0, context=8))
+    assert (counts.video_length, counts.batch) == (8, 8)
+    result = animator.run(tiny_params(frames=0, context=8, steps=1), write=False)
+    assert len(result.frames) == 8
+    short = animator.run(tiny_params(frames=5, context=8, steps=1), write=False)
+    assert len(short.frames) == 5
+    assert short.latents.shape[0] == 8  # the reference still generates a whole context
+
+
+def test_context_above_the_module_limit_is_refused(animator, tiny_params) -> None:
+    with pytest.raises(
+        ParamsError, match=r"context batch size 32 is above the limit of 24 frames of tiny-mm-v1\.ckpt"
+    ):
+        animator.run(tiny_params(motion_module="tiny-mm-v1.ckpt", context=32, frames=32), write=False)
+
+
+def test_cancel_stops_before_writing(models_dir: Path, tmp_path: Path, tiny_params) -> None:
+    animator = Animator(models_dir, tmp_path)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CancelledError):
+        animator.run(tiny_params(), cancel=stop)
+    assert not any(tmp_path.rglob("*.gif"))
+
+
+def test_video_inputs_are_refused_not_ignored(animator, tiny_params, tmp_path: Path) -> None:
+    with pytest.raises(NotSupportedYetError, match="video_path"):
+        animator.run(tiny_params(video_path=str(tmp_path)), write=False)
+
+
+def test_one_window_is_bit_identical_to_plain_guidance(animator, tiny_params) -> None:
+    """With context >= frames the window layer adds nothing: same bits as one guided call."""
+    params = tiny_params(frames=8, context=8, steps=3)
+    models = animator.load(params)
+    counts = FrameCounts.resolve(params)
+    with torch.inference_mode():
+        windowed = animator.generate(params, models, counts, params.seed, lambda e: None)
+        from animdiff.prompts.conditioning import frame_embeddings, plan_prompts
+        from animdiff.prompts.encode import PromptEncoder
+        from animdiff.sampling.guidance import Conditioning
+
+        plan = plan_prompts(params.prompt, video_length=8, batch=8, context=8, closed_loop=params.closed_loop)
+        encoder = PromptEncoder(models.parts.text_encoder, models.parts.tokenizer)
+        cond, uncond = frame_embeddings(encoder, plan, params.negative_prompt, 8)
+        conditioning = Conditioning(cond, uncond, params.cfg_scale)
+        generators = frame_generators(params.seed, 8)
+
+        def plain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return guided_windows(models.video_model, x, t, [list(range(8))], conditioning)[0]
+
+        direct = sample(
+            plain,
+            make_scheduler(params.sampler),
+            initial_noise(generators, 64, 64),
+            params.steps,
+            generators=generators,
+        )
+    assert torch.equal(windowed, direct)
+
+
+def test_48_frames_with_context_16(animator, tiny_params) -> None:
+    params = tiny_params(frames=48, context=16, steps=2, closed_loop="R-P")
+    result = animator.run(params, write=False)
+    assert len(result.frames) == 48
+    assert result.latents.shape == (48, 4, 8, 8)
+    assert torch.isfinite(result.latents).all()
+
+
+@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+def test_every_sampler_runs(animator, tiny_params, sampler: str) -> None:
+    params = tiny_params(sampler=sampler, steps=2, frames=4, context=4)
+    first = animator.run(params, write=False).latents
+    assert torch.isfinite(first).all()
+    assert torch.equal(first, animator.run(params, write=False).latents)
+
+
+def test_samplers_use_the_animatediff_betas() -> None:
+    scheduler = make_scheduler("euler a")
+    assert scheduler.config.beta_schedule == "linear"
+    assert (scheduler.config.beta_start, scheduler.config.beta_end) == (0.00085, 0.012)
+    sigma_max = float(((1 - scheduler.alphas_cumprod[-1]) / scheduler.alphas_cumprod[-1]) ** 0.5)
+    assert sigma_max == pytest.approx(25.1, abs=0.1)
+
+
+def test_unknown_sampler_is_a_params_error() -> None:
+    with pytest.raises(ParamsError, match="unknown sampler 'k_lms'"):
+        make_params(sampler="k_lms")
