@@ -18,16 +18,18 @@ from PIL import Image
 
 from animdiff import __version__
 from animdiff.decode import decode_frames
-from animdiff.errors import CancelledError, ParamsError
+from animdiff.errors import CancelledError, ModelNotFoundError, ParamsError
 from animdiff.models.cache import LoadedModels, ModelCache
 from animdiff.models.detect import CHECKPOINT_KINDS
 from animdiff.models.load import LOADABLE_MOTION_KINDS
+from animdiff.models.lora import LoraRequest, apply_loras
 from animdiff.models.store import ModelStore, looks_like_hub_id
 from animdiff.output import OutputOptions, build_infotext, write_animation
-from animdiff.params import Params, check_supported, resolve_seed
+from animdiff.params import MotionLora, Params, check_supported, resolve_seed
 from animdiff.postprocess import film_interpolate, is_closed_loop, ping_pong, uses_ping_pong
-from animdiff.prompts.conditioning import frame_embeddings, plan_prompts
+from animdiff.prompts.conditioning import PromptPlan, frame_embeddings, plan_prompts
 from animdiff.prompts.encode import PromptEncoder
+from animdiff.prompts.syntax import ExtraNetwork
 from animdiff.sampling.context import context_windows
 from animdiff.sampling.guidance import Conditioning, WindowedDenoiser
 from animdiff.sampling.loop import StepInfo, sample
@@ -137,7 +139,8 @@ class Animator:
             _check_context(params, models)
             counts = FrameCounts.resolve(params)
             seed = resolve_seed(params.seed)
-            latents = self.generate(params, models, counts, seed, emit, cancel)
+            warnings: list[str] = []
+            latents = self.generate(params, models, counts, seed, emit, cancel, warnings)
             emit(Progress("decode", 0, counts.video_length))
             frames = decode_frames(
                 models.parts.vae,
@@ -158,7 +161,7 @@ class Animator:
             mm_hash=models.motion_hash,
             version=f"animdiff {__version__}",
         )
-        result = Result(images, {}, infotext, seed, latents)
+        result = Result(images, {}, infotext, seed, latents, warnings)
         if write and self.out_dir is not None:
             emit(Progress("write"))
             written = write_animation(
@@ -170,7 +173,8 @@ class Animator:
                 OutputOptions.from_params(params),
                 request_id=params.request_id,
             )
-            result.files, result.warnings = written.files, written.warnings
+            result.files = written.files
+            result.warnings.extend(written.warnings)
         return result
 
     def generate(
@@ -181,6 +185,7 @@ class Animator:
         seed: int,
         emit: ProgressCallback,
         cancel: threading.Event | None = None,
+        warnings: list[str] | None = None,
     ) -> torch.Tensor:
         """Sampled latents for the whole generated batch: (batch, 4, height/8, width/8), float32."""
         emit(Progress("encode"))
@@ -191,10 +196,27 @@ class Animator:
             context=params.context,
             closed_loop=params.closed_loop,
         )
-        if plan.networks:
-            from animdiff.errors import NotSupportedYetError
+        requests = self.lora_requests(plan.networks, params.motion_loras)
+        # LoRAs change the cached weights in place for this job only; leaving the block restores them.
+        with (
+            torch.inference_mode(False),
+            apply_loras(models.unet, models.parts.text_encoder, requests) as applied,
+        ):
+            if warnings is not None:
+                warnings.extend(applied.warnings)
+            with torch.inference_mode():
+                return self._sample(params, models, counts, plan, seed, emit, cancel)
 
-            raise NotSupportedYetError("LoRA tags in the prompt are not supported yet")
+    def _sample(
+        self,
+        params: Params,
+        models: LoadedModels,
+        counts: FrameCounts,
+        plan: PromptPlan,
+        seed: int,
+        emit: ProgressCallback,
+        cancel: threading.Event | None,
+    ) -> torch.Tensor:
         encoder = PromptEncoder(models.parts.text_encoder, models.parts.tokenizer, params.clip_skip)
         cond, uncond = frame_embeddings(
             encoder, plan, params.negative_prompt, counts.batch, params.prompt_interpolation
@@ -225,6 +247,22 @@ class Animator:
         return sample(
             denoiser, scheduler, noise, params.steps, generators=generators, callback=on_step
         ).float()
+
+    def lora_requests(
+        self, networks: list[ExtraNetwork], motion_loras: list[MotionLora]
+    ) -> list[LoraRequest]:
+        """Prompt `<lora:...>` tags (Lora folder, then motion-LoRA folders) and motion LoRA settings."""
+        requests = []
+        for net in networks:
+            try:
+                path = self.store.resolve(net.name, "lora")
+            except ModelNotFoundError:
+                path = self.store.resolve(net.name, "motion_lora")
+            requests.append(LoraRequest(path, unet_weight=net.unet_weight, te_weight=net.te_weight))
+        for lora in motion_loras:
+            path = self.store.resolve(lora.name, "motion_lora")
+            requests.append(LoraRequest(path, unet_weight=lora.strength, te_weight=0.0))
+        return requests
 
     def postprocess(
         self, params: Params, counts: FrameCounts, frames: list[np.ndarray], emit: ProgressCallback

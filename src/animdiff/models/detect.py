@@ -107,10 +107,9 @@ def _lora(keys: list[str], shapes: Shapes) -> Detected | None:
         return None
     if any("motion_modules" in k for k in lora_keys):
         return Detected(Kind.MOTION_LORA)
-    sdxl = any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys) or any(
-        k.startswith(("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block"))
-        for k in keys
-    )
+    # LDM-style UNet names (`lora_unet_input_blocks_...`) occur in SDXL LoRAs and in older SD1.5
+    # ones alike; SDXL's two text encoders and its 2048-wide cross-attention are what tell them apart.
+    sdxl = any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys)
     sdxl = sdxl or _cross_attention_width(lora_keys, shapes) == 2048
     return Detected(Kind.LORA_SDXL if sdxl else Kind.LORA_SD15)
 

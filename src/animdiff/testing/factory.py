@@ -160,7 +160,8 @@ def write_models_dir(root: Path) -> dict[str, Path]:
     """An A1111-layout models folder of tiny models; returns name -> path of what was written."""
     root = Path(root)
     written: dict[str, Path] = {}
-    state = sd_checkpoint_state(tiny_sd())
+    sd = tiny_sd()
+    state = sd_checkpoint_state(sd)
     written["sd15"] = write_checkpoint(root / "Stable-diffusion" / "tiny-sd15.safetensors", state)
     for version, name in MOTION_FILES.items():
         written[f"mm-{version}"] = write_motion_module(
@@ -168,6 +169,9 @@ def write_models_dir(root: Path) -> dict[str, Path]:
         )
     for folder in ("Lora", "ControlNet", "VAE"):
         (root / folder).mkdir(parents=True, exist_ok=True)
+    from animdiff.testing.lora import write_lora_files  # here: it imports this module
+
+    written.update(write_lora_files(root, sd))
     return written
 
 

@@ -14,66 +14,13 @@ from typing import Any
 
 import torch
 
-_RESNET = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "time_emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "conv_shortcut": "skip_connection",
-}
-_UNET_FIXED = {
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "conv_in": "input_blocks.0.0",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-}
-
-
-def _resnet(rest: str) -> str:
-    head, _, tail = rest.partition(".")
-    return f"{_RESNET[head]}.{tail}"
-
-
-def _unet_key(key: str, layers: int, up_attention: list[bool]) -> str:
-    """One diffusers UNet2DConditionModel key in LDM's `input_blocks/middle_block/output_blocks` names."""
-    module, _, param = key.rpartition(".")
-    if module in _UNET_FIXED:
-        return f"{_UNET_FIXED[module]}.{param}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
-        block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = block * (layers + 1) + layer + 1
-        return (
-            f"input_blocks.{index}.0.{_resnet(rest)}"
-            if kind == "resnets"
-            else f"input_blocks.{index}.1.{rest}"
-        )
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
-        return f"input_blocks.{(int(m[1]) + 1) * (layers + 1)}.0.op.{m[2]}"
-    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.*)", key):
-        return f"middle_block.{2 * int(m[1])}.{_resnet(m[2])}"
-    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.*)", key):
-        return f"middle_block.1.{m[1]}"
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
-        block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = block * (layers + 1) + layer
-        return (
-            f"output_blocks.{index}.0.{_resnet(rest)}"
-            if kind == "resnets"
-            else f"output_blocks.{index}.1.{rest}"
-        )
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
-        block = int(m[1])
-        slot = 2 if up_attention[block] else 1
-        return f"output_blocks.{block * (layers + 1) + layers}.{slot}.conv.{m[2]}"
-    raise KeyError(f"no LDM name for UNet key {key}")
+from animdiff.models.ldm_names import ldm_unet_name
 
 
 def unet_to_ldm(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     layers = config["layers_per_block"]
-    up_attention = [t.startswith("CrossAttn") for t in config["up_block_types"]]
-    return {"model.diffusion_model." + _unet_key(k, layers, up_attention): v for k, v in state.items()}
+    up_types = config["up_block_types"]
+    return {"model.diffusion_model." + ldm_unet_name(k, layers, up_types): v for k, v in state.items()}
 
 
 def _vae_key(key: str, blocks: int) -> str:
