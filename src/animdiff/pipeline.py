@@ -24,7 +24,14 @@ from animdiff.models.detect import CHECKPOINT_KINDS
 from animdiff.models.load import LOADABLE_MOTION_KINDS
 from animdiff.models.lora import LoraRequest, apply_loras
 from animdiff.models.store import ModelStore, looks_like_hub_id
-from animdiff.output import OutputOptions, build_infotext, write_animation
+from animdiff.output import (
+    ENCODABLE,
+    OutputOptions,
+    build_infotext,
+    encode,
+    encode_frames_png,
+    write_animation,
+)
 from animdiff.params import MotionLora, Params, check_supported, resolve_seed
 from animdiff.postprocess import film_interpolate, is_closed_loop, ping_pong, uses_ping_pong
 from animdiff.prompts.conditioning import PromptPlan, frame_embeddings, plan_prompts
@@ -280,6 +287,19 @@ class Animator:
                 lambda done, total: emit(Progress("interpolate", done, total)),
             )
         return frames
+
+
+def encode_outputs(result: Result, params: Params) -> dict[str, bytes | list[bytes]]:
+    """The reference API's answer without files: each chosen video format as file bytes, and with
+    `frame` every frame as PNG bytes (infotext embedded), in the order gif, mp4, webp, webm, frame."""
+    options = OutputOptions.from_params(params)
+    out: dict[str, bytes | list[bytes]] = {}
+    for fmt in ("gif", "mp4", "webp", "webm"):
+        if fmt in params.formats and fmt in ENCODABLE:
+            out[fmt] = encode(result.frames, fmt, result.infotext, options, warnings=result.warnings)
+    if "frame" in params.formats:
+        out["frame"] = encode_frames_png(result.frames, result.infotext)
+    return out
 
 
 def _check_context(params: Params, models: LoadedModels) -> None:

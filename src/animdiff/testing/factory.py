@@ -10,7 +10,6 @@ reload bit-exactly into float32 modules.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from animdiff.models.convert import shipped_config
 from animdiff.testing import layouts
+from animdiff.testing.film import write_film_standin
 
 TINY_CHANNELS = (32, 32, 64, 64)
 TINY_TEXT_WIDTH = 32
@@ -172,8 +172,6 @@ def write_models_dir(root: Path) -> dict[str, Path]:
     from animdiff.testing.lora import write_lora_files  # here: it imports this module
 
     written.update(write_lora_files(root, sd))
+    # Where Deforum keeps FILM inside an A1111 models folder, so `--interp FILM` finds it.
+    written["film"] = write_film_standin(root / "Deforum" / "film_interpolation" / "film_net_fp16.pt")
     return written
-
-
-def clone(module: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(module)
