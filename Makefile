@@ -13,6 +13,10 @@ export TOKENIZERS_PARALLELISM ?= false
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
+	# Optional: gifsicle for the GIF optimisation setting, unpacked into the venv (no root needed).
+	# Where Debian's apt is not available this is skipped; the setting then warns instead.
+	-cd $(VENV) && apt-get download gifsicle >/dev/null 2>&1 && dpkg -x gifsicle_*.deb gifsicle-deb \
+	    && ln -sf ../gifsicle-deb/usr/bin/gifsicle bin/gifsicle; rm -f $(VENV)/gifsicle_*.deb
 	$(BIN)/pip install --quiet $(TORCH)
 	# open-clip-torch only carries the CLIP BPE vocabulary we build the tokenizer from; its
 	# dependencies (torchvision, timm) are not needed and would pull a CUDA torch here.
@@ -23,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -81,22 +81,10 @@ def _ours(params, models: Path):
 
 def _diffusers(params):
     import torch
-    from diffusers import AnimateDiffPipeline
 
-    from animdiff.models.tokenizer import clip_tokenizer
-    from animdiff.sampling.samplers import make_scheduler
-    from animdiff.testing.factory import tiny_motion_adapter, tiny_sd
+    from animdiff.testing.peers import tiny_diffusers_pipeline
 
-    sd = tiny_sd()
-    pipe = AnimateDiffPipeline(
-        vae=sd.vae,
-        text_encoder=sd.text_encoder,
-        tokenizer=clip_tokenizer(),
-        unet=sd.unet,
-        motion_adapter=tiny_motion_adapter("v2"),
-        scheduler=make_scheduler("DDIM"),
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_diffusers_pipeline("v2", params.sampler)
 
     def run():
         generator = torch.Generator("cpu").manual_seed(params.seed)

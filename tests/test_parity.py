@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import AnimateDiffPipeline
 
-from animdiff.models.tokenizer import clip_tokenizer
 from animdiff.pipeline import FrameCounts
 from animdiff.sampling.noise import frame_generators, initial_noise
-from animdiff.sampling.samplers import make_scheduler
-from animdiff.testing.factory import tiny_motion_adapter, tiny_sd
+from animdiff.testing.peers import tiny_diffusers_pipeline
 
 
 def diffusers_latents(params, noise: torch.Tensor, version: str) -> torch.Tensor:
-    sd = tiny_sd()
-    pipe = AnimateDiffPipeline(
-        vae=sd.vae,
-        text_encoder=sd.text_encoder,
-        tokenizer=clip_tokenizer(),
-        unet=sd.unet,
-        motion_adapter=tiny_motion_adapter(version),
-        scheduler=make_scheduler(params.sampler),
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_diffusers_pipeline(version, params.sampler)
     video_noise = noise.permute(1, 0, 2, 3).unsqueeze(0)  # (1, C, frames, h, w)
     out = pipe(
         prompt=params.prompt,

@@ -251,6 +251,7 @@ class Animator:
             emit(Progress("denoise", info.step + 1, info.total))
 
         scheduler = make_scheduler(params.sampler)
+        emit(Progress("denoise", 0, params.steps))
         return sample(
             denoiser, scheduler, noise, params.steps, generators=generators, callback=on_step
         ).float()

@@ -161,3 +161,21 @@ def test_hub_id_fails_fast_when_offline(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(OfflineError, match="cannot be reached"):
         hub.fetch_checkpoint("someone/some-model")
+
+
+def test_diffusers_folder_loads(tmp_path: Path, reference_sd) -> None:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from animdiff.models.tokenizer import clip_tokenizer
+
+    folder = tmp_path / "tiny-diffusers"
+    StableDiffusionPipeline(
+        vae=reference_sd.vae, text_encoder=reference_sd.text_encoder, tokenizer=clip_tokenizer(),
+        unet=reference_sd.unet, scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(folder)  # fmt: skip
+    parts = load_checkpoint(folder)
+    assert_same_tensors(parts.unet, reference_sd.unet)
+    assert_same_tensors(parts.vae, reference_sd.vae)
+    assert_same_tensors(parts.text_encoder, reference_sd.text_encoder)
+    assert parts.tokenizer(["a corgi"]) == [[320, 31320]]  # the folder's own tokenizer files
