@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
@@ -9,7 +11,10 @@ from diffusers import AutoencoderKL
 
 @torch.no_grad()
 def decode_frames(
-    vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 8, on_chunk: callable | None = None
+    vae: AutoencoderKL,
+    latents: torch.Tensor,
+    chunk: int = 8,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
     """(frames, 4, h, w) latents -> HxWx3 uint8 frames.
 

@@ -112,7 +112,7 @@ class Animator:
             return self.store.default("checkpoint", CHECKPOINT_KINDS)
         try:
             return self.store.resolve(name, "checkpoint")
-        except Exception:
+        except ModelNotFoundError:
             if looks_like_hub_id(name):
                 return name
             raise

@@ -10,23 +10,11 @@ are not bit-identical to A1111, whose samplers are a different implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LCMScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 ANIMATEDIFF_BETAS: dict[str, Any] = {
     "num_train_timesteps": 1000,
@@ -38,45 +26,43 @@ ANIMATEDIFF_BETAS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """How one A1111 sampler name is built from a diffusers scheduler class."""
+    """How one A1111 sampler name is built from a diffusers scheduler class (named, so that
+    validating settings does not have to import diffusers)."""
 
-    cls: Callable[..., SchedulerMixin]
+    cls: str
     options: dict[str, Any]
-    ancestral: bool = False
 
 
 _SPECS: dict[str, SamplerSpec] = {
-    "Euler": SamplerSpec(EulerDiscreteScheduler, {"timestep_spacing": "linspace"}),
-    "Euler a": SamplerSpec(EulerAncestralDiscreteScheduler, {"timestep_spacing": "linspace"}, ancestral=True),
-    "Heun": SamplerSpec(HeunDiscreteScheduler, {"timestep_spacing": "linspace"}),
-    "DPM2": SamplerSpec(KDPM2DiscreteScheduler, {"timestep_spacing": "linspace"}),
-    "DPM2 a": SamplerSpec(KDPM2AncestralDiscreteScheduler, {"timestep_spacing": "linspace"}, ancestral=True),
+    "Euler": SamplerSpec("EulerDiscreteScheduler", {"timestep_spacing": "linspace"}),
+    "Euler a": SamplerSpec("EulerAncestralDiscreteScheduler", {"timestep_spacing": "linspace"}),
+    "Heun": SamplerSpec("HeunDiscreteScheduler", {"timestep_spacing": "linspace"}),
+    "DPM2": SamplerSpec("KDPM2DiscreteScheduler", {"timestep_spacing": "linspace"}),
+    "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler", {"timestep_spacing": "linspace"}),
     "DPM++ 2M": SamplerSpec(
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace"},
     ),
     "DPM++ 2M Karras": SamplerSpec(
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
     "DPM++ 2M SDE": SamplerSpec(
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "timestep_spacing": "linspace"},
-        ancestral=True,
     ),
     "DPM++ 2M SDE Karras": SamplerSpec(
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
-        ancestral=True,
     ),
-    "UniPC": SamplerSpec(UniPCMultistepScheduler, {"timestep_spacing": "linspace"}),
-    "LCM": SamplerSpec(LCMScheduler, {"timestep_spacing": "leading", "steps_offset": 1}),
+    "UniPC": SamplerSpec("UniPCMultistepScheduler", {"timestep_spacing": "linspace"}),
+    "LCM": SamplerSpec("LCMScheduler", {"timestep_spacing": "leading", "steps_offset": 1}),
     "DDIM": SamplerSpec(
-        DDIMScheduler,
+        "DDIMScheduler",
         {"timestep_spacing": "leading", "steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False},
     ),
     "PLMS": SamplerSpec(
-        PNDMScheduler, {"timestep_spacing": "leading", "steps_offset": 1, "skip_prk_steps": True}
+        "PNDMScheduler", {"timestep_spacing": "leading", "steps_offset": 1, "skip_prk_steps": True}
     ),
 }
 
@@ -98,10 +84,7 @@ def _fold(name: str) -> str:
 
 def make_scheduler(name: str) -> SchedulerMixin:
     """A fresh scheduler for one job (schedulers hold per-run state, so never share one)."""
+    import diffusers
+
     spec = _SPECS[canonical_sampler_name(name)]
-    return spec.cls(**ANIMATEDIFF_BETAS, **spec.options)
-
-
-def is_ancestral(name: str) -> bool:
-    """Ancestral samplers draw fresh noise every step, from the same per-frame generators."""
-    return _SPECS[canonical_sampler_name(name)].ancestral
+    return getattr(diffusers, spec.cls)(**ANIMATEDIFF_BETAS, **spec.options)
