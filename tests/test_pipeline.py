@@ -145,3 +145,20 @@ def test_samplers_use_the_animatediff_betas() -> None:
 def test_unknown_sampler_is_a_params_error() -> None:
     with pytest.raises(ParamsError, match="unknown sampler 'k_lms'"):
         make_params(sampler="k_lms")
+
+
+def test_batched_windows_match_one_window_per_call(models_dir: Path, tiny_params) -> None:
+    from animdiff.pipeline import RunOptions
+
+    params = tiny_params(frames=24, context=8, steps=2)
+    one = Animator(models_dir, None).run(params, write=False).latents
+    batched = Animator(models_dir, None, RunOptions(windows_per_call=3)).run(params, write=False).latents
+    assert (one - batched).abs().max().item() < 1e-3  # batched convolutions round differently
+
+
+@pytest.mark.parametrize("fuse", ["flat", "pyramid"])
+def test_weighted_fusing_renders_and_differs_from_overwrite(animator, tiny_params, fuse: str) -> None:
+    overwrite = animator.run(tiny_params(frames=24, context=8, steps=2), write=False).latents
+    fused = animator.run(tiny_params(frames=24, context=8, steps=2, fuse=fuse), write=False).latents
+    assert torch.isfinite(fused).all()
+    assert not torch.equal(overwrite, fused)
