@@ -236,20 +236,10 @@ def _check_kind(path: Path, state: dict[str, torch.Tensor]) -> None:
     _refuse_lycoris(path, state)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     found = detect(shapes)
-    if found.kind == Kind.LORA_SDXL and _is_really_sdxl(shapes):
+    if found.kind == Kind.LORA_SDXL:
         raise LoraError(f"{path} is an SDXL LoRA; the checkpoint is SD1.5")
     if found.kind not in (Kind.LORA_SD15, Kind.LORA_SDXL, Kind.MOTION_LORA):
         raise LoraError(f"{path} is not a LoRA (detected as: {found.kind})")
-
-
-def _is_really_sdxl(shapes: dict[str, tuple[int, ...]]) -> bool:
-    """detect() also calls SD1.5 LoRAs with LDM layer names SDXL; trust only SDXL-only evidence."""
-    if any(k.startswith(("lora_te1_", "lora_te2_")) for k in shapes):
-        return True
-    return any(
-        "attn2" in k and "to_k" in k and k.endswith("lora_down.weight") and len(s) >= 2 and s[1] == 2048
-        for k, s in shapes.items()
-    )
 
 
 def _refuse_lycoris(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -432,8 +422,10 @@ def apply_loras(unet: nn.Module, text_encoder: nn.Module | None, items: list[Lor
     All files are read and checked before the first weight changes. Several LoRAs on one layer
     are summed in float32 and added once, so their order does not matter.
     """
-    layers = _Layers(_unwrap_unet(unet), text_encoder)
     applied = AppliedLoras()
+    if not items:
+        return applied  # most jobs: no need to index the model's layers
+    layers = _Layers(_unwrap_unet(unet), text_encoder)
     try:
         files = [(request, _read_lora(Path(request.path), layers)) for request in items]
         for _, lora in files:

@@ -33,10 +33,6 @@ class PromptPlan:
     blends: list[tuple[int, int, float]] | None
     networks: list[ExtraNetwork] = field(default_factory=list)
 
-    @property
-    def travels(self) -> bool:
-        return self.blends is not None
-
 
 def plan_prompts(prompt: str, *, video_length: int, batch: int, context: int, closed_loop: str) -> PromptPlan:
     travel = parse_travel(prompt)

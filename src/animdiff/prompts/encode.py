@@ -18,7 +18,7 @@ from transformers import CLIPTextModel
 
 from animdiff.errors import ParamsError
 from animdiff.models.tokenizer import PromptTokenizer
-from animdiff.prompts.chunks import Chunk, build_chunks, empty_chunk
+from animdiff.prompts.chunks import Chunk, build_chunks, empty_chunk, pad_chunk_count
 from animdiff.prompts.syntax import parse_attention
 
 
@@ -47,12 +47,10 @@ class PromptEncoder:
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
         """(len(prompts), chunks * 77, width), all padded to the longest prompt's chunk count."""
-        per_prompt = [self.chunks(p) for p in prompts]
-        longest = max(len(c) for c in per_prompt)
         empty = empty_chunk(self.tokenizer.bos_id, self.tokenizer.eos_id, self.tokenizer.pad_id)
-        flat = [chunk for chunks in per_prompt for chunk in chunks + [empty] * (longest - len(chunks))]
-        encoded = self._encode_chunks(flat)
-        return encoded.reshape(len(prompts), longest * encoded.shape[1], encoded.shape[2])
+        padded = pad_chunk_count([self.chunks(p) for p in prompts], empty)
+        encoded = self._encode_chunks([chunk for chunks in padded for chunk in chunks])
+        return encoded.reshape(len(prompts), -1, encoded.shape[2])
 
     def _encode_chunks(self, chunks: list[Chunk]) -> torch.Tensor:
         device = self.text_encoder.device

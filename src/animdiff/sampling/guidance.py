@@ -72,7 +72,6 @@ class WindowedDenoiser:
         *,
         fuse: str = "overwrite",
         windows_per_call: int = 1,
-        on_window: Callable[[int, int], None] | None = None,
     ) -> None:
         if windows_per_call < 1:
             raise ValueError("windows_per_call must be at least 1")
@@ -81,7 +80,6 @@ class WindowedDenoiser:
         self.schedule = schedule
         self.fuse = fuse
         self.windows_per_call = windows_per_call
-        self.on_window = on_window
         self.step = 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -93,8 +91,6 @@ class WindowedDenoiser:
             group = distinct[start : start + self.windows_per_call]
             eps = guided_windows(self.model, x, t, [list(w) for w in group], self.conditioning)
             outputs.update(zip(group, eps, strict=True))
-            if self.on_window is not None:
-                self.on_window(min(start + len(group), len(distinct)), len(distinct))
         fuser = WindowFuser(self.fuse, x)
         for window in windows:
             fuser.add(list(window), outputs[tuple(window)])
