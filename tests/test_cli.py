@@ -101,7 +101,7 @@ def test_flags_map_onto_the_settings_model(tmp_path: Path) -> None:
         ]
     )
     params = params_from_args(args)
-    assert params.prompt == "head\n0: a\n8: b\n"
+    assert params.prompt == "head\n0: a\n8: b"  # the file's final newline is not prompt
     assert (params.negative_prompt, params.cfg_scale, params.loop_number) == ("ugly", 5.0, 2)
     assert (params.context, params.overlap, params.closed_loop, params.stride) == (8, 2, "R+P", 2)
     assert params.formats == ["mp4", "txt"]

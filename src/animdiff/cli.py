@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from animdiff.errors import AnimdiffError
-from animdiff.params import Params, make_params
+from animdiff import __version__
+from animdiff.choices import VIDEO_FORMATS
+from animdiff.errors import AnimdiffError, ParamsError
+from animdiff.params import NOT_BUILT_FIELDS, Params, validate_params
 
 # Params field -> flag name, where the flag is not simply the field name with dashes.
 FLAG_NAMES = {
@@ -26,10 +28,25 @@ FLAG_NAMES = {
     "gif_gifsicle": "--gifsicle",
 }
 POSITIONAL = {"prompt"}
+# The CLI writes files; "frame" (every frame as PNG bytes in an answer) exists for the HTTP API.
+CLI_FORMATS = (*VIDEO_FORMATS, "txt")
+USAGE_ERROR = 2  # the command line itself is malformed (argparse's convention)
+INPUT_ERROR = 1  # the settings, files or environment are wrong
 
 
-def _flag(field: str) -> str:
+def flag(field: str) -> str:
+    """The command-line flag of a settings field (`cfg_scale` -> `--cfg`)."""
+    if field in POSITIONAL:
+        return field
     return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one `error:` line with where to find help, not the whole usage."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR)
 
 
 def _base_type(annotation: Any) -> Any:
@@ -56,6 +73,10 @@ def _add_params_flags(parser: argparse.ArgumentParser) -> None:
             else None
         )
         help_text = (field.description or "") + _default_text(field)
+        if name == "formats":
+            help_text = f"outputs, comma-separated: {', '.join(CLI_FORMATS)}" + _default_text(field)
+        if name in NOT_BUILT_FIELDS:
+            help_text = argparse.SUPPRESS  # refused until built: --help must not offer it
         options: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
@@ -67,7 +88,7 @@ def _add_params_flags(parser: argparse.ArgumentParser) -> None:
             options["type"] = kind
             if literal:
                 options["choices"] = literal
-        parser.add_argument(_flag(name), **options)
+        parser.add_argument(flag(name), **options)
 
 
 def _default_text(field: Any) -> str:
@@ -78,26 +99,32 @@ def _default_text(field: Any) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="animdiff", description="Animations with Stable Diffusion and AnimateDiff."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="animdiff", description="Animations with Stable Diffusion and AnimateDiff.")
+    parser.add_argument("--version", action="version", version=f"animdiff {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     generate = commands.add_parser("generate", help="render an animation from a prompt")
     generate.add_argument("prompt", nargs="?", help="the prompt (or use --prompt-file)")
     generate.add_argument("--prompt-file", type=Path, help="read the prompt from a file ('-' for stdin)")
+    generate.add_argument(
+        "--from-infotext",
+        type=Path,
+        metavar="FILE",
+        help="take the settings from a file animdiff or A1111 wrote (TXT, PNG, GIF, WEBP, MP4, WEBM); "
+        "other flags override them",
+    )
     generate.add_argument("--models-dir", type=Path, help="models folder laid out like A1111's")
     generate.add_argument(
         "--out", type=Path, default=Path("outputs"), help="output folder (default: outputs)"
     )
-    generate.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    generate.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available)")
     generate.add_argument(
         "--window-batch", type=int, default=1, help="context windows per UNet call (default: 1)"
     )
     generate.add_argument(
         "--film-model", type=Path, help="path of film_net_fp16.pt (default: search the models folder)"
     )
-    generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    generate.add_argument("--quiet", action="store_true", help="no progress display and no summary")
     _add_params_flags(generate)
 
     models = commands.add_parser("models", help="list the model files found and what each one is")
@@ -105,36 +132,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_prompt(args: argparse.Namespace) -> str:
+def _read_prompt(args: argparse.Namespace) -> str | None:
+    """The prompt from the argument or the file; None when neither was given."""
     if args.prompt_file is not None:
         if args.prompt is not None:
-            raise AnimdiffError("give the prompt as an argument or with --prompt-file, not both")
+            raise ParamsError("give the prompt as an argument or with --prompt-file, not both")
         if str(args.prompt_file) == "-":
-            return sys.stdin.read()
-        try:
-            return args.prompt_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise AnimdiffError(f"cannot read prompt file {args.prompt_file}: {exc.strerror}") from None
-    return args.prompt or ""
+            text = sys.stdin.read()
+        else:
+            try:
+                text = args.prompt_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ParamsError(f"cannot read prompt file {args.prompt_file}: {exc.strerror}") from None
+        # An editor's final newline is not part of the prompt (it would be a blank line in every infotext).
+        return text.rstrip("\r\n")
+    return args.prompt
 
 
 def params_from_args(args: argparse.Namespace) -> Params:
-    values = {
-        name: getattr(args, name) for name in Params.model_fields if hasattr(args, name) and name != "prompt"
-    }
-    values["prompt"] = _read_prompt(args)
-    return make_params(values)
+    """Settings from the flags, on top of `--from-infotext`'s when given; errors name the flags."""
+    values: dict[str, Any] = {}
+    if getattr(args, "from_infotext", None) is not None:
+        from animdiff.output.infotext import params_from_infotext
+        from animdiff.output.read_back import infotext_from_file
+
+        values.update(params_from_infotext(infotext_from_file(args.from_infotext)))
+    values.update(
+        {
+            name: getattr(args, name)
+            for name in Params.model_fields
+            if hasattr(args, name) and name != "prompt"
+        }
+    )
+    prompt = _read_prompt(args)
+    if prompt is not None:
+        values["prompt"] = prompt
+    elif "prompt" not in values:
+        raise ParamsError("no prompt: give one as an argument, with --prompt-file or with --from-infotext")
+    if "frame" in _format_names(values.get("formats")):
+        raise ParamsError(
+            "--format frame is for the HTTP API (every frame as PNG bytes in the answer); "
+            "on the command line use png for frame files"
+        )
+    return validate_params(values, label=flag)
+
+
+def _format_names(value: Any) -> list[str]:
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(item).strip().lower() for item in items]
 
 
 def run_generate(args: argparse.Namespace) -> int:
     params = params_from_args(args)
-    from animdiff.pipeline import Animator, RunOptions
+    from animdiff.cli_progress import JobProgress
+    from animdiff.pipeline import Animator, RunOptions, phase_totals
 
     options = RunOptions(device=args.device, windows_per_call=args.window_batch, film_model=args.film_model)
     animator = Animator(args.models_dir, args.out, options)
-    with _ProgressBar(disabled=args.quiet) as bar:
-        result = animator.run(params, progress=bar.update)
-    for warning in result.warnings:
+    if animator.store.note and not args.quiet:
+        print(animator.store.note, file=sys.stderr)
+    job = animator.prepare(params)
+    if not args.quiet:
+        for line in job.summary():
+            print(line, file=sys.stderr)
+    for warning in job.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    display = JobProgress(phase_totals(job), enabled=not args.quiet)
+    try:
+        result = animator.execute(job, progress=display)
+    except BaseException:
+        display.finish(ok=False)
+        raise
+    display.finish()
+    for warning in result.warnings[len(job.warnings) :]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"seed {result.seed}")
     for fmt, path in result.files.items():
@@ -142,60 +214,29 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ProgressBar:
-    """tqdm over the sampling steps, plus a one-line note for the other phases."""
-
-    def __init__(self, disabled: bool) -> None:
-        self.disabled = disabled
-        self.bar: Any = None
-        self.phase = ""
-
-    def __enter__(self) -> _ProgressBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def update(self, event: Any) -> None:
-        if self.disabled:
-            return
-        from tqdm import tqdm
-
-        if event.phase != self.phase:
-            self._close()
-            self.phase = event.phase
-            if event.total:
-                self.bar = tqdm(
-                    total=event.total, desc=event.phase, unit="step", file=sys.stderr, leave=False
-                )
-        if self.bar is not None and event.total:
-            self.bar.total = event.total
-            self.bar.n = event.step
-            self.bar.refresh()
-
-
 def run_models(args: argparse.Namespace) -> int:
     from animdiff.models.store import ModelStore
 
-    for entry in ModelStore(args.models_dir).inventory():
+    store = ModelStore(args.models_dir)
+    if store.note:
+        print(store.note, file=sys.stderr)
+    for entry in store.inventory():
         print(f"{entry.relative}\t{entry.describe()}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a malformed command line (already printed)
+        return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR
     try:
         if args.command == "generate":
             return run_generate(args)
         return run_models(args)
     except AnimdiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return INPUT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

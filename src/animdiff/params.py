@@ -10,6 +10,7 @@ it is. Validation raises `ParamsError` with a message that names the setting.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import (
@@ -22,17 +23,29 @@ from pydantic import (
     model_validator,
 )
 
+from animdiff.choices import (
+    ALL_FORMATS,
+    CLOSED_LOOP_MODES,
+    FUSE_METHODS,
+    GROUPNORM_MODES,
+    INTERP_MODES,
+    PROMPT_INTERPOLATIONS,
+    VIDEO_FORMATS,
+    X264_PRESETS,
+    X264_TUNES,
+    resolve_overlap,
+)
 from animdiff.errors import NotSupportedYetError, ParamsError
 
-ClosedLoop = Literal["N", "R-P", "R+P", "A"]
-Fuse = Literal["overwrite", "flat", "pyramid"]
-GroupNormMode = Literal["reference", "diffusers"]
-Interp = Literal["Off", "FILM"]
-PromptInterpolation = Literal["slerp", "linear"]
+# Subscripting Literal with a tuple spreads it: the allowed values come from animdiff.choices.
+ClosedLoop = Literal[CLOSED_LOOP_MODES]  # type: ignore[valid-type]
+Fuse = Literal[FUSE_METHODS]  # type: ignore[valid-type]
+GroupNormMode = Literal[GROUPNORM_MODES]  # type: ignore[valid-type]
+Interp = Literal[INTERP_MODES]  # type: ignore[valid-type]
+PromptInterpolation = Literal[PROMPT_INTERPOLATIONS]  # type: ignore[valid-type]
+X264Preset = Literal[("", *X264_PRESETS)]  # type: ignore[valid-type]
+X264Tune = Literal[("", *X264_TUNES)]  # type: ignore[valid-type]
 
-VIDEO_FORMATS = ("gif", "mp4", "webm", "webp", "png")
-OTHER_FORMATS = ("txt", "frame")
-ALL_FORMATS = VIDEO_FORMATS + OTHER_FORMATS
 MAX_SEED = 2**32 - 1
 
 
@@ -117,8 +130,8 @@ class Params(BaseModel):
     gif_palette: bool = Field(False, description="GIF: optimise the palette over all frames")
     gif_gifsicle: bool = Field(False, description="GIF: run gifsicle -O3 when it is installed")
     mp4_crf: int = Field(23, ge=0, le=51, description="MP4: constant rate factor")
-    mp4_preset: str = Field("", description="MP4: x264 preset (empty = encoder default)")
-    mp4_tune: str = Field("", description="MP4: x264 tune (empty = none)")
+    mp4_preset: X264Preset = Field("", description="MP4: x264 preset (empty = encoder default)")
+    mp4_tune: X264Tune = Field("", description="MP4: x264 tune (empty = none)")
     webp_quality: int = Field(80, ge=0, le=100, description="WEBP: quality")
     webp_lossless: bool = Field(False, description="WEBP: lossless")
 
@@ -127,7 +140,7 @@ class Params(BaseModel):
     @classmethod
     def _multiple_of_8(cls, value: int, info: Any) -> int:
         if value % 8:
-            raise ValueError(f"{info.field_name} {value} must be a multiple of 8")
+            raise ValueError("must be a multiple of 8")
         return value
 
     @field_validator("formats", mode="before")
@@ -161,6 +174,11 @@ class Params(BaseModel):
     def _normalise_closed_loop(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("mp4_preset", "mp4_tune", "fuse", "groupnorm", "prompt_interpolation", mode="before")
+    @classmethod
+    def _normalise_lowercase_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
@@ -171,19 +189,25 @@ class Params(BaseModel):
     @field_validator("motion_loras", mode="before")
     @classmethod
     def _motion_lora_shorthand(cls, value: Any) -> Any:
-        """Accept `name:strength` strings (the CLI's form) beside full objects."""
+        """Accept `name:strength` strings (the CLI's form) beside full objects.
+
+        The text after the last colon is a strength unless it is part of a path (`C:\\x.ckpt`);
+        a strength that is not a number is an error, not part of the name.
+        """
         if isinstance(value, str | dict):
             value = [value]
         out = []
         for item in value or []:
-            if isinstance(item, str):
-                name, sep, strength = item.rpartition(":")
-                if sep and _is_number(strength):
-                    out.append({"name": name, "strength": float(strength)})
-                else:
-                    out.append({"name": item})
-            else:
+            if not isinstance(item, str):
                 out.append(item)
+                continue
+            name, sep, strength = item.rpartition(":")
+            if not sep or "/" in strength or "\\" in strength:
+                out.append({"name": item})
+            elif _is_number(strength):
+                out.append({"name": name, "strength": float(strength)})
+            else:
+                raise ValueError(f"motion LoRA {item!r}: strength {strength!r} is not a number")
         return out
 
     @model_validator(mode="after")
@@ -198,7 +222,7 @@ class Params(BaseModel):
     @property
     def resolved_overlap(self) -> int:
         """Overlap -1 means a quarter of the context batch size (from the size before any capping)."""
-        return self.context // 4 if self.overlap == -1 else self.overlap
+        return resolve_overlap(self.context, self.overlap)
 
 
 def _is_number(text: str) -> bool:
@@ -211,27 +235,61 @@ def _is_number(text: str) -> bool:
 
 def make_params(data: dict[str, Any] | None = None, **kwargs: Any) -> Params:
     """Build `Params`, turning pydantic's report into one `ParamsError` a user can read."""
-    values = {**(data or {}), **kwargs}
+    return validate_params({**(data or {}), **kwargs})
+
+
+def validate_params(values: dict[str, Any], label: Callable[[str], str] = str) -> Params:
+    """`make_params` for callers that name settings their own way (`label("cfg_scale")` is the
+    CLI's `--cfg`, the API's field name), so a message names what the user typed."""
     try:
         return Params.model_validate(values)
     except ValidationError as exc:
-        raise ParamsError(describe_validation_error(exc)) from None
+        raise ParamsError(describe_validation_error(exc, label)) from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+# pydantic's error types -> our wording (the limit comes from the error's context)
+_MESSAGES = {
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be greater than {gt}",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "string_too_long": "is too long (at most {max_length} characters)",
+    "string_too_short": "must not be empty",
+    "extra_forbidden": "unknown setting",
+}
+
+
+def describe_validation_error(exc: ValidationError, label: Callable[[str], str] = str) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown setting"
-        lines.append(f"{where}: {message}")
+        loc = [str(p) for p in err["loc"]]
+        where = ".".join([label(loc[0]), *loc[1:]]) if loc else ""
+        template = _MESSAGES.get(err["type"])
+        if template is not None:
+            message = template.format(**err.get("ctx", {}))
+        elif err["type"] == "literal_error":
+            message = "choose from " + err.get("ctx", {}).get("expected", "").replace("'", "")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        shown = err.get("input")
+        if loc and err["type"] != "extra_forbidden" and isinstance(shown, int | float | str):
+            where = f"{where} {shown!r}" if isinstance(shown, str) else f"{where} {shown}"
+        lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)
 
 
 def resolve_seed(seed: int) -> int:
     """-1 means a fresh random seed; the resolved seed is what files and infotext record."""
     return random.randint(0, MAX_SEED) if seed == -1 else seed
+
+
+# Settings the model accepts (so payloads written for the reference validate) whose behaviour is
+# not built yet: refused by `check_supported`, hidden from the CLI's --help.
+NOT_BUILT_FIELDS = ("video_source", "video_path")
 
 
 def check_supported(params: Params) -> None:

@@ -1,8 +1,10 @@
-"""Animator: validated params -> frames -> post-processing -> files. Owns the model cache.
+"""Animator: validated params -> a checked job -> frames -> post-processing -> files.
 
-The CLI, the HTTP API and the web UI all call `Animator.run`. One job at a time per Animator;
-models stay loaded between jobs (keyed by file identity, dtype and device) so a second job with
-the same checkpoint and motion module starts sampling at once.
+The CLI, the HTTP API and the web UI all go through `Animator.prepare` (everything that can be
+checked before sampling; see prepare.py) and `Animator.execute` (load, encode, sample, decode,
+post-process, write). One job at a time per Animator; models stay loaded between jobs (keyed by
+file identity, dtype and device), and so does the FILM model, so a second job with the same files
+starts sampling at once.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from PIL import Image
 
 from animdiff import __version__
 from animdiff.decode import decode_frames
-from animdiff.errors import CancelledError, ModelNotFoundError, ParamsError
-from animdiff.models.cache import LoadedModels, ModelCache
-from animdiff.models.detect import CHECKPOINT_KINDS
-from animdiff.models.load import LOADABLE_MOTION_KINDS
-from animdiff.models.lora import LoraRequest, apply_loras
-from animdiff.models.store import ModelStore, looks_like_hub_id
+from animdiff.errors import CancelledError, ParamsError
+from animdiff.interpolate.film import FilmInterpolator
+from animdiff.models.cache import LoadedModels, ModelCache, file_key
+from animdiff.models.lora import apply_loras
+from animdiff.models.store import ModelStore
 from animdiff.output import (
     ENCODABLE,
     OutputOptions,
@@ -32,42 +33,55 @@ from animdiff.output import (
     encode_frames_png,
     write_animation,
 )
-from animdiff.params import MotionLora, Params, check_supported, resolve_seed
-from animdiff.postprocess import film_interpolate, is_closed_loop, ping_pong, uses_ping_pong
-from animdiff.prompts.conditioning import PromptPlan, frame_embeddings, plan_prompts
+from animdiff.output.save import select_formats
+from animdiff.params import Params
+from animdiff.postprocess import film_inbetween_count, is_closed_loop, ping_pong, uses_ping_pong
+from animdiff.prepare import FrameCounts, Job, prepare, resolve_device
+from animdiff.prompts.conditioning import frame_embeddings
 from animdiff.prompts.encode import PromptEncoder
-from animdiff.prompts.syntax import ExtraNetwork
 from animdiff.sampling.context import context_windows
 from animdiff.sampling.guidance import Conditioning, WindowedDenoiser
 from animdiff.sampling.loop import StepInfo, sample
 from animdiff.sampling.noise import frame_generators, initial_noise
 from animdiff.sampling.samplers import make_scheduler
 
+__all__ = ["Animator", "FrameCounts", "Job", "Progress", "Result", "RunOptions", "encode_outputs"]
+
+PHASES = ("load", "encode", "denoise", "decode", "interpolate", "write")
+
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress event: phase is load, encode, denoise, decode, interpolate or write."""
+    """One progress event. `step`/`total` count the phase's work (model evaluations while
+    denoising, frames while decoding, in-between frames while interpolating, files while
+    writing); `window`/`windows` are the context windows done in the current evaluation."""
 
     phase: str
     step: int = 0
     total: int = 0
+    window: int = 0
+    windows: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]
 
 
-@dataclass(frozen=True)
-class FrameCounts:
-    """The reference's frame rules, resolved once per job."""
-
-    video_length: int  # frames written (0 resolved to the context batch size)
-    batch: int  # frames generated: max(video_length, context)
-    overlap: int
-
-    @classmethod
-    def resolve(cls, params: Params) -> FrameCounts:
-        video_length = params.frames or params.context
-        return cls(video_length, max(video_length, params.context), params.resolved_overlap)
+def phase_totals(job: Job) -> dict[str, int]:
+    """Each phase's total, known before the job starts (so a display never changes its total)."""
+    params, counts = job.params, job.counts
+    frames = counts.video_length
+    if uses_ping_pong(params.closed_loop, frames, params.context):
+        frames = max(2 * frames - 2, 1)
+    closed = is_closed_loop(params.closed_loop, counts.video_length, params.context)
+    interpolate = film_inbetween_count(frames, params.interp_x, closed) if job.film_model else 0
+    return {
+        "load": 1,
+        "encode": 1,
+        "denoise": job.model_evaluations,
+        "decode": counts.video_length,
+        "interpolate": interpolate,
+        "write": len(select_formats(params.formats)) if job.out_dir is not None else 0,
+    }
 
 
 @dataclass
@@ -85,9 +99,15 @@ class RunOptions:
     """How to run (not what to draw): never changes the result beyond float rounding."""
 
     device: str | None = None  # "cuda", "cpu"; None picks CUDA when there is one
-    windows_per_call: int = 1  # context windows batched into one UNet call
+    windows_per_call: int = 1  # context windows batched into one UNet call (--window-batch)
     vae_chunk: int = 8  # frames per VAE decode call
     film_model: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name, flag in (("windows_per_call", "--window-batch"), ("vae_chunk", "--vae-chunk")):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ParamsError(f"{flag} must be a whole number of at least 1, got {value!r}")
 
 
 class Animator:
@@ -100,36 +120,23 @@ class Animator:
         self.store = ModelStore(models_dir)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.options = options or RunOptions()
-        self.device = torch.device(self.options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(self.options.device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.cache = ModelCache(self.device, self.dtype)
+        self._film: tuple[tuple, FilmInterpolator] | None = None
         self._lock = threading.Lock()
 
-    # --- model selection ---------------------------------------------------------------------------
-
-    def checkpoint_path(self, name: str | None) -> Path | str:
-        if name is None:
-            return self.store.default("checkpoint", CHECKPOINT_KINDS)
-        try:
-            return self.store.resolve(name, "checkpoint")
-        except ModelNotFoundError:
-            if looks_like_hub_id(name):
-                return name
-            raise
-
-    def motion_module_path(self, name: str | None) -> Path:
-        if name is None:
-            return self.store.default("motion_module", LOADABLE_MOTION_KINDS)
-        return self.store.resolve(name, "motion_module")
-
-    def load(self, params: Params) -> LoadedModels:
-        return self.cache.get(
-            self.checkpoint_path(params.checkpoint),
-            self.motion_module_path(params.motion_module),
-            params.groupnorm,
-        )
-
     # --- the job --------------------------------------------------------------------------------------
+
+    def prepare(self, params: Params, write: bool = True) -> Job:
+        """Resolve and check everything before any model loads (see prepare.py)."""
+        return prepare(
+            params,
+            self.store,
+            device=self.device,
+            out_dir=self.out_dir if write else None,
+            film_model=self.options.film_model,
+        )
 
     def run(
         self,
@@ -138,16 +145,20 @@ class Animator:
         cancel: threading.Event | None = None,
         write: bool = True,
     ) -> Result:
-        check_supported(params)
+        return self.execute(self.prepare(params, write=write), progress, cancel)
+
+    def execute(
+        self, job: Job, progress: ProgressCallback | None = None, cancel: threading.Event | None = None
+    ) -> Result:
+        """Run a prepared job: load (cached), encode, sample, decode, post-process, write."""
         emit = progress or (lambda _event: None)
+        params, counts = job.params, job.counts
         with self._lock, torch.inference_mode():
-            emit(Progress("load"))
-            models = self.load(params)
-            _check_context(params, models)
-            counts = FrameCounts.resolve(params)
-            seed = resolve_seed(params.seed)
-            warnings: list[str] = []
-            latents = self.generate(params, models, counts, seed, emit, cancel, warnings)
+            emit(Progress("load", 0, 1))
+            models = self.load_job(job)
+            emit(Progress("load", 1, 1))
+            warnings = list(job.warnings)
+            latents = self.sample_job(job, models, emit, cancel, warnings)
             emit(Progress("decode", 0, counts.video_length))
             frames = decode_frames(
                 models.parts.vae,
@@ -155,34 +166,48 @@ class Animator:
                 self.options.vae_chunk,
                 lambda done, total: emit(Progress("decode", done, total)),
             )
-            frames = self.postprocess(params, counts, frames, emit)
+            frames = self.postprocess(job, frames, emit)
         images = [Image.fromarray(f) for f in frames]
         infotext = build_infotext(
             params,
-            seed=seed,
+            seed=job.seed,
             frames=counts.video_length,
             overlap=counts.overlap,
+            generated=counts.batch,
             model_name=models.checkpoint_name,
             model_hash=models.checkpoint_hash,
             motion_module=models.motion_name,
             mm_hash=models.motion_hash,
             version=f"animdiff {__version__}",
         )
-        result = Result(images, {}, infotext, seed, latents, warnings)
-        if write and self.out_dir is not None:
-            emit(Progress("write"))
+        result = Result(images, {}, infotext, job.seed, latents, warnings)
+        if job.out_dir is not None:
+            total = len(select_formats(params.formats))
+            emit(Progress("write", 0, total))
             written = write_animation(
                 images,
                 params.formats,
-                self.out_dir,
-                seed,
+                job.out_dir,
+                job.seed,
                 infotext,
                 OutputOptions.from_params(params),
                 request_id=params.request_id,
             )
+            emit(Progress("write", total, total))
             result.files = written.files
             result.warnings.extend(written.warnings)
         return result
+
+    # --- models ---------------------------------------------------------------------------------------
+
+    def load_job(self, job: Job) -> LoadedModels:
+        return self.cache.get(job.checkpoint, job.motion_module, job.params.groupnorm)
+
+    def load(self, params: Params) -> LoadedModels:
+        """The models a job with these settings uses (checked as `prepare` checks them)."""
+        return self.load_job(self.prepare(params, write=False))
+
+    # --- sampling -------------------------------------------------------------------------------------
 
     def generate(
         self,
@@ -195,47 +220,66 @@ class Animator:
         warnings: list[str] | None = None,
     ) -> torch.Tensor:
         """Sampled latents for the whole generated batch: (batch, 4, height/8, width/8), float32."""
-        emit(Progress("encode"))
-        plan = plan_prompts(
-            params.prompt,
-            video_length=counts.video_length,
-            batch=counts.batch,
-            context=params.context,
-            closed_loop=params.closed_loop,
-        )
-        requests = self.lora_requests(plan.networks, params.motion_loras)
+        job = self.prepare(params.model_copy(update={"seed": seed}), write=False)
+        if job.counts != counts:
+            raise ParamsError(f"frame counts {counts} do not match the settings' {job.counts}")
+        return self.sample_job(job, models, emit, cancel, warnings)
+
+    def sample_job(
+        self,
+        job: Job,
+        models: LoadedModels,
+        emit: ProgressCallback,
+        cancel: threading.Event | None = None,
+        warnings: list[str] | None = None,
+    ) -> torch.Tensor:
+        emit(Progress("encode", 0, 1))
         # LoRAs change the cached weights in place for this job only; leaving the block restores them.
         with (
             torch.inference_mode(False),
-            apply_loras(models.unet, models.parts.text_encoder, requests) as applied,
+            apply_loras(models.unet, models.parts.text_encoder, list(job.loras)) as applied,
         ):
             if warnings is not None:
                 warnings.extend(applied.warnings)
             with torch.inference_mode():
-                return self._sample(params, models, counts, plan, seed, emit, cancel)
+                return self._sample(job, models, emit, cancel)
 
     def _sample(
         self,
-        params: Params,
+        job: Job,
         models: LoadedModels,
-        counts: FrameCounts,
-        plan: PromptPlan,
-        seed: int,
         emit: ProgressCallback,
         cancel: threading.Event | None,
     ) -> torch.Tensor:
+        params, counts = job.params, job.counts
         encoder = PromptEncoder(models.parts.text_encoder, models.parts.tokenizer, params.clip_skip)
         cond, uncond = frame_embeddings(
-            encoder, plan, params.negative_prompt, counts.batch, params.prompt_interpolation
+            encoder, job.plan, params.negative_prompt, counts.batch, params.prompt_interpolation
         )
+        emit(Progress("encode", 1, 1))
         conditioning = Conditioning(cond.to(self.device), uncond.to(self.device), params.cfg_scale)
-        generators = frame_generators(seed, counts.batch)
+        generators = frame_generators(job.seed, counts.batch)
         noise = initial_noise(generators, params.height, params.width).to(self.device)
+        total = job.model_evaluations
+        position = {"step": 0}
 
         def schedule(step: int) -> list[list[int]]:
             return context_windows(
                 step, counts.video_length, params.context, params.stride, counts.overlap, params.closed_loop
             )
+
+        def check_cancel() -> None:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("cancelled")
+
+        def on_window(done: int, windows: int) -> None:
+            check_cancel()
+            emit(Progress("denoise", position["step"], total, done, windows))
+
+        def on_step(info: StepInfo) -> None:
+            check_cancel()
+            position["step"] = info.step + 1
+            emit(Progress("denoise", info.step + 1, total))
 
         denoiser = WindowedDenoiser(
             models.video_model,
@@ -243,49 +287,34 @@ class Animator:
             schedule,
             fuse=params.fuse,
             windows_per_call=self.options.windows_per_call,
+            on_window=on_window,
         )
-
-        def on_step(info: StepInfo) -> None:
-            if cancel is not None and cancel.is_set():
-                raise CancelledError("cancelled")
-            emit(Progress("denoise", info.step + 1, info.total))
-
         scheduler = make_scheduler(params.sampler)
-        emit(Progress("denoise", 0, params.steps))
+        emit(Progress("denoise", 0, total))
         return sample(
             denoiser, scheduler, noise, params.steps, generators=generators, callback=on_step
         ).float()
 
-    def lora_requests(
-        self, networks: list[ExtraNetwork], motion_loras: list[MotionLora]
-    ) -> list[LoraRequest]:
-        """Prompt `<lora:...>` tags (Lora folder, then motion-LoRA folders) and motion LoRA settings."""
-        requests = []
-        for net in networks:
-            try:
-                path = self.store.resolve(net.name, "lora")
-            except ModelNotFoundError:
-                path = self.store.resolve(net.name, "motion_lora")
-            requests.append(LoraRequest(path, unet_weight=net.unet_weight, te_weight=net.te_weight))
-        for lora in motion_loras:
-            path = self.store.resolve(lora.name, "motion_lora")
-            requests.append(LoraRequest(path, unet_weight=lora.strength, te_weight=0.0))
-        return requests
+    # --- after decoding -------------------------------------------------------------------------------
 
-    def postprocess(
-        self, params: Params, counts: FrameCounts, frames: list[np.ndarray], emit: ProgressCallback
-    ) -> list[np.ndarray]:
+    def film(self, path: Path) -> FilmInterpolator:
+        """The FILM model, loaded once and kept while the file is unchanged."""
+        key = file_key(path)
+        if self._film is None or self._film[0] != key:
+            self._film = (key, FilmInterpolator(path, self.device))
+        return self._film[1]
+
+    def postprocess(self, job: Job, frames: list[np.ndarray], emit: ProgressCallback) -> list[np.ndarray]:
+        params, counts = job.params, job.counts
         if uses_ping_pong(params.closed_loop, counts.video_length, params.context):
             frames = ping_pong(frames)
-        if params.interp == "FILM":
+        if job.film_model is not None:
             closed = is_closed_loop(params.closed_loop, counts.video_length, params.context)
-            frames = film_interpolate(
+            frames = self.film(job.film_model).interpolate(
                 frames,
                 params.interp_x,
-                closed,
-                self.store.root,
-                self.options.film_model,
-                lambda done, total: emit(Progress("interpolate", done, total)),
+                closed=closed,
+                progress=lambda done, total: emit(Progress("interpolate", done, total)),
             )
         return frames
 
@@ -301,12 +330,3 @@ def encode_outputs(result: Result, params: Params) -> dict[str, bytes | list[byt
     if "frame" in params.formats:
         out["frame"] = encode_frames_png(result.frames, result.infotext)
     return out
-
-
-def _check_context(params: Params, models: LoadedModels) -> None:
-    limit = models.motion.pe_length
-    if params.context > limit:
-        raise ParamsError(
-            f"context batch size {params.context} is above the limit of {limit} frames of "
-            f"{models.motion.path.name} ({models.motion.kind})"
-        )

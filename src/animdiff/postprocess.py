@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 
-from animdiff.interpolate.film import FilmInterpolator, find_film_model
+from animdiff.interpolate.counts import inbetweens_per_pair
 
 
 def ping_pong(frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -34,13 +31,7 @@ def is_closed_loop(closed_loop: str, video_length: int, context: int) -> bool:
     return video_length > context and closed_loop != "N"
 
 
-def film_interpolate(
-    frames: list[np.ndarray],
-    interp_x: int,
-    closed: bool,
-    models_dir: Path | None,
-    film_model: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[np.ndarray]:
-    path = find_film_model(models_dir, film_model)
-    return FilmInterpolator(path).interpolate(frames, interp_x, closed=closed, progress=progress)
+def film_inbetween_count(frames: int, interp_x: int, closed: bool) -> int:
+    """In-between frames FILM will compute: the interpolation phase's progress total."""
+    pairs = frames if closed else frames - 1
+    return max(pairs, 0) * inbetweens_per_pair(frames, interp_x) if frames > 0 else 0

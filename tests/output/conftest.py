@@ -21,4 +21,4 @@ def options() -> OutputOptions:
 
 @pytest.fixture
 def no_gifsicle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("animdiff.output.gif.shutil.which", lambda name: None)
+    monkeypatch.setattr("animdiff.output.gif.find_gifsicle", lambda: None)

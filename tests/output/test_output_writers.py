@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import sys
 from datetime import datetime
@@ -17,7 +16,7 @@ from PIL import Image
 from animdiff.errors import OutputError, ParamsError
 from animdiff.output import OutputOptions, write_animation
 from animdiff.output.frames import check_frames
-from animdiff.output.gif import GIFSICLE_MISSING
+from animdiff.output.gif import GIFSICLE_MISSING, find_gifsicle
 from animdiff.output.webp import read_user_comment
 from animdiff.params import make_params
 
@@ -137,7 +136,7 @@ def test_gifsicle_failure_warns_and_keeps_the_gif(
     assert sorted(p.name for p in result.files["gif"].parent.iterdir()) == [result.files["gif"].name]
 
 
-@pytest.mark.skipif(not shutil.which("gifsicle"), reason="gifsicle is not installed")
+@pytest.mark.skipif(find_gifsicle() is None, reason="gifsicle is not installed")
 def test_real_gifsicle_keeps_loop_and_comment(tmp_path: Path, frames: list[Image.Image]) -> None:
     path = write(tmp_path, frames, "gif", OutputOptions(loop_number=2, gif_gifsicle=True))
     with Image.open(path) as gif:

@@ -46,9 +46,15 @@ class LoadedModels:
     def video_model(
         self, sample: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor
     ) -> torch.Tensor:
-        """The UNet call in the model's dtype, returning float32 eps."""
-        dtype = self.unet.dtype
-        return self.unet(sample.to(dtype), timestep, embeddings.to(dtype)).float()
+        """The UNet call on the model's device and in its dtype, returning float32 eps where the
+        sample was: callers never have to know where the model lives."""
+        device, dtype = self.unet.device, self.unet.dtype
+        eps = self.unet(
+            sample.to(device=device, dtype=dtype),
+            timestep.to(device) if isinstance(timestep, torch.Tensor) else timestep,
+            embeddings.to(device=device, dtype=dtype),
+        )
+        return eps.to(device=sample.device, dtype=torch.float32)
 
 
 class ModelCache:

@@ -70,19 +70,42 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     are dropped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
+    check_readable(path)
     raw = _read_safetensors(path) if path.suffix.lower() in SAFETENSORS_SUFFIXES else _read_pickle(path)
-    tensors = {k: v for k, v in _unwrap(raw).items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in _unwrap(raw, path).items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ModelFileError(f"{path}: contains no tensors")
     return tensors
+
+
+def check_readable(path: Path) -> None:
+    """Say plainly when a file is missing, empty or not ours to read, before any parser guesses.
+
+    A parser's own message for these cases ("unknown error", "damaged file") sends the user
+    looking for corruption when the real problem is a path, a permission or an aborted copy.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not a file")
+    if size == 0:
+        raise ModelFileError(f"{path}: empty file (0 bytes; an interrupted download or copy?)")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as exc:
+        raise ModelFileError(f"{path}: permission denied (cannot open the file for reading)") from exc
 
 
 def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Key -> shape without loading tensor data where the format allows it (safetensors header)."""
     path = Path(path)
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        check_readable(path)
         header = read_safetensors_header(path)
         return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
     return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
@@ -100,8 +123,14 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             if header_len > file_size - 8:
                 raise ModelFileError(f"{path}: damaged file (header runs past the end; truncated download?)")
             header = json.loads(handle.read(header_len))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: damaged safetensors file ({exc})") from None
+    except PermissionError as exc:
+        raise ModelFileError(f"{path}: permission denied (cannot open the file for reading)") from exc
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(
+            f"{path}: damaged safetensors file (its header is not valid JSON: {exc})"
+        ) from exc
     data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + header_len + data_end > file_size:
         raise ModelFileError(
@@ -112,30 +141,91 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     read_safetensors_header(path)
     try:
         return load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelFileError(f"{path}: damaged safetensors file ({exc})") from None
+    except MemoryError as exc:
+        raise ModelFileError(f"{path}: not enough memory to load the file") from exc
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except SafetensorError as exc:
+        raise ModelFileError(f"{path}: damaged safetensors file ({_first_line(str(exc))})") from exc
+
+
+# The first bytes of every file `torch.save` has written: a zip archive, or a pickle stream
+# (protocol 2+ starts with 0x80) for the legacy format.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
 
 
 def _read_pickle(path: Path) -> Any:
     if zipfile.is_zipfile(path) and _is_torchscript(path):
         raise ModelFileError(f"{path}: a TorchScript program, not a weight file")
+    _require_torch_save_format(path)
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=_can_mmap(path))
+    except MemoryError as exc:
+        raise ModelFileError(f"{path}: not enough memory to load the file") from exc
+    except PermissionError as exc:
+        raise ModelFileError(f"{path}: permission denied (cannot open the file for reading)") from exc
     except pickle_errors() as exc:
         message = str(exc)
+        if isinstance(exc, RuntimeError) and _is_out_of_memory(message):
+            raise ModelFileError(
+                f"{path}: not enough memory to load the file ({_first_line(message)})"
+            ) from exc
         if "GLOBAL" in message or "weights_only" in message:
             raise ModelFileError(
                 f"{path}: refused to load: the file contains Python objects beyond tensors "
-                f"({_first_line(message)}). animdiff only loads pickled checkpoints safely; convert "
+                f"({_unsafe_name(message)}). animdiff only loads pickled checkpoints safely; convert "
                 "the file to .safetensors with a tool you trust."
-            ) from None
-        raise ModelFileError(f"{path}: damaged file, cannot be read ({_first_line(message)})") from None
+            ) from exc
+        raise ModelFileError(f"{path}: damaged file, cannot be read ({_first_line(message)})") from exc
+
+
+def _require_torch_save_format(path: Path) -> None:
+    """Refuse files that are not `torch.save` output before the unpickler sees them.
+
+    Otherwise a text or HTML file renamed `.ckpt` (a saved error page is common) reaches the
+    unpickler, whose message suggests turning safe loading off: advice we never give.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
+        return
+    kind = "a text file" if _looks_like_text(path) else "not a PyTorch checkpoint"
+    raise ModelFileError(
+        f"{path}: {kind}: a {path.suffix} weight file starts with a zip or pickle header, this one "
+        f"starts with {head!r} (an error page saved in place of the download?)"
+    )
+
+
+def _looks_like_text(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        sample = handle.read(512)
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in sample
+
+
+def _is_out_of_memory(message: str) -> bool:
+    lowered = message.lower()
+    return "out of memory" in lowered or "can't allocate memory" in lowered or "cannot allocate" in lowered
+
+
+def _unsafe_name(message: str) -> str:
+    """The refused global's name from torch's message, without its advice to disable safety."""
+    for line in message.splitlines():
+        line = line.strip()
+        if "GLOBAL" in line or "Unsupported global" in line:
+            return line.split(" was not an allowed global")[0][:200]
+    return "an object that is not a tensor"
 
 
 def pickle_errors() -> tuple[type[BaseException], ...]:
@@ -160,9 +250,11 @@ def is_torchscript(path: Path) -> bool:
     return Path(path).suffix.lower() in PICKLE_SUFFIXES and zipfile.is_zipfile(path) and _is_torchscript(path)
 
 
-def _unwrap(raw: Any) -> Mapping[str, Any]:
+def _unwrap(raw: Any, path: Path) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
-        raise ModelFileError("the file does not hold a state dict")
+        raise ModelFileError(
+            f"{path}: holds a {type(raw).__name__}, not a state dict (a mapping of names to tensors)"
+        )
     inner = raw.get("state_dict")
     if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
         return inner

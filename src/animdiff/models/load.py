@@ -11,7 +11,8 @@ overwritten anyway.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,14 +120,30 @@ def _text_encoder(
 # --- checkpoints ---------------------------------------------------------------------------------------
 
 
+@contextmanager
+def _naming_file(path: Path) -> Iterator[None]:
+    """Conversion helpers work on tensors and do not know the file; every message must name it."""
+    try:
+        yield
+    except ModelFileError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ModelFileError(f"{path}: {exc}") from exc
+
+
 def load_checkpoint(path: Path, dtype: torch.dtype = torch.float32) -> StableDiffusionParts:
     """An SD1.5 single-file checkpoint (.safetensors; .ckpt through safe unpickling) or diffusers folder."""
     path = Path(path)
     if path.is_dir():
         return _load_diffusers_folder(path, dtype)
+    with _naming_file(path):
+        return _load_single_file(path, dtype)
+
+
+def _load_single_file(path: Path, dtype: torch.dtype) -> StableDiffusionParts:
     sd = read_state_dict(path)
     found = detect({k: tuple(v.shape) for k, v in sd.items()})
-    _require_sd15_checkpoint(path, found)
+    require_sd15_checkpoint(path, found)
     unet_config = convert.unet_config_from_ldm(sd)
     unet = build_on_meta(
         lambda: UNet2DConditionModel(**unet_config),
@@ -148,7 +165,7 @@ def load_checkpoint(path: Path, dtype: torch.dtype = torch.float32) -> StableDif
     return StableDiffusionParts(unet, vae, text_encoder, PromptTokenizer(clip_tokenizer()), path, found.kind)
 
 
-def _require_sd15_checkpoint(path: Path, found: Detected) -> None:
+def require_sd15_checkpoint(path: Path, found: Detected) -> None:
     if found.kind in (Kind.SD15, Kind.DIFFUSERS_SD15):
         return
     if found.kind in (Kind.SDXL, Kind.DIFFUSERS_SDXL):
@@ -175,7 +192,7 @@ def _folder_config(folder: Path) -> dict[str, Any]:
 
 def _load_diffusers_folder(path: Path, dtype: torch.dtype) -> StableDiffusionParts:
     found = detect_file(path)
-    _require_sd15_checkpoint(path, found)
+    require_sd15_checkpoint(path, found)
     unet_config = _folder_config(path / "unet")
     unet_file = _weights_file(path / "unet", "diffusion_pytorch_model")
     unet = build_on_meta(
@@ -215,6 +232,11 @@ def _load_diffusers_folder(path: Path, dtype: torch.dtype) -> StableDiffusionPar
 def load_motion_module(path: Path, dtype: torch.dtype = torch.float32) -> MotionModule:
     """An original-layout (guoyww) motion module: v1, v2 or v3."""
     path = Path(path)
+    with _naming_file(path):
+        return _load_motion_module(path, dtype)
+
+
+def _load_motion_module(path: Path, dtype: torch.dtype) -> MotionModule:
     sd = read_state_dict(path)
     found = detect({k: tuple(v.shape) for k, v in sd.items()})
     require_motion_module(path, found)

@@ -29,6 +29,16 @@ FOLDERS: dict[str, tuple[str, ...]] = {
 EXTENSION_FOLDERS = ("../extensions/sd-webui-animatediff/model",)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DISPLAY_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
+# How many names an error message lists per kind before saying how many more there are.
+LISTED = 8
+KIND_WORDS = {
+    "checkpoint": ("checkpoint", "checkpoints"),
+    "motion_module": ("motion module", "motion modules"),
+    "motion_lora": ("motion LoRA", "motion LoRAs"),
+    "lora": ("LoRA", "LoRAs"),
+    "controlnet": ("ControlNet", "ControlNets"),
+    "vae": ("VAE", "VAEs"),
+}
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,52 @@ class ModelEntry:
         return str(self.detected) if self.detected is not None else f"damaged: {self.problem}"
 
 
+def locate_models_root(given: Path) -> tuple[Path, str | None]:
+    """The models folder a user meant, and a note when it is not the folder they typed.
+
+    A1111 users often give the web UI's root (which holds `models/`); that is used as they meant
+    it. Anything else is kept as given and `ModelStore.check` explains what is wrong with it.
+    """
+    given = Path(given).expanduser()
+    if given.is_dir() and not _has_model_folders(given) and _has_model_folders(given / "models"):
+        return given / "models", f"using {given / 'models'} (the models folder inside {given})"
+    return given, None
+
+
+def _has_model_folders(folder: Path) -> bool:
+    names = {name for names in FOLDERS.values() for name in names}
+    return folder.is_dir() and any((folder / name).is_dir() for name in names)
+
+
 class ModelStore:
     def __init__(self, root: Path | None) -> None:
-        self.root = Path(root).expanduser() if root is not None else None
+        self.given = Path(root).expanduser() if root is not None else None
+        self.root, self.note = locate_models_root(self.given) if self.given is not None else (None, None)
+
+    def check(self) -> None:
+        """Refuse a models folder that cannot be what the user meant, saying what is there."""
+        if self.root is None:
+            return
+        given = self.given
+        if not self.root.exists():
+            raise ModelNotFoundError(f"models folder {given} does not exist")
+        if not self.root.is_dir():
+            raise ModelNotFoundError(f"models folder {given} is a file, not a folder")
+        if _has_model_folders(self.root):
+            return
+        category = next((c for c, names in FOLDERS.items() if self.root.name in names), None)
+        if category is not None:
+            raise ModelNotFoundError(
+                f"models folder {given} is the {self.root.name} folder itself; give the folder that "
+                f"holds it: --models-dir {self.root.parent}"
+            )
+        expected = ", ".join(("Stable-diffusion", "AnimateDiff", "Lora", "ControlNet"))
+        entries = sorted(p.name for p in self.root.iterdir())[:LISTED]
+        there = ", ".join(entries) if entries else "nothing"
+        raise ModelNotFoundError(
+            f"models folder {given} has none of the folders of an A1111 models folder ({expected}, ...); "
+            f"found there: {there}"
+        )
 
     def folders(self, category: str) -> list[Path]:
         if self.root is None:
@@ -63,24 +116,77 @@ class ModelStore:
                 found.extend(sorted(p.parent for p in folder.rglob("model_index.json")))
         return list(dict.fromkeys(found))
 
-    def resolve(self, name: str, category: str) -> Path:
-        """The file a user-given name refers to, or ModelNotFoundError saying where we looked."""
+    def find(self, name: str, category: str) -> Path | None:
+        """The file a user-given name refers to, or None.
+
+        Every form a user types or `animdiff models` prints works: a path, a path relative to
+        the models folder (`Stable-diffusion/x.safetensors`) or to the kind's folder, a name with
+        or without extension, A1111's display form with a hash; case does not matter.
+        """
         name = DISPLAY_HASH.sub("", name.strip())
+        if not name:
+            return None
         direct = Path(name).expanduser()
         if direct.exists():
             return direct.resolve()
-        for folder in self.folders(category):
-            for guess in (folder / name, *(folder / f"{name}{s}" for s in WEIGHT_SUFFIXES)):
-                if guess.exists():
+        bases = ([self.root] if self.root is not None else []) + self.folders(category)
+        for base in bases:
+            for guess in (base / name, *(base / f"{name}{s}" for s in WEIGHT_SUFFIXES)):
+                if guess.exists() and (guess.is_file() or (guess / "model_index.json").is_file()):
                     return guess.resolve()
-        matches = [p for p in self.candidates(category) if name in (p.name, p.stem)]
-        if matches:
-            return matches[0]
-        looked = ", ".join(str(f) for f in self.folders(category)) or "no models folder given"
-        available = ", ".join(p.name for p in self.candidates(category)[:8]) or "none"
-        raise ModelNotFoundError(
-            f"{category.replace('_', ' ')} {name!r} not found (looked in: {looked}; available: {available})"
-        )
+        wanted = _fold(name)
+        for path in self.candidates(category):
+            if wanted in {_fold(form) for form in self._forms(path, category)}:
+                return path
+        return None
+
+    def _forms(self, path: Path, category: str) -> list[str]:
+        forms = [path.name, path.stem]
+        for base in ([self.root.resolve()] if self.root is not None else []) + self.folders(category):
+            if path.is_relative_to(base):
+                relative = path.relative_to(base).as_posix()
+                forms += [relative, relative.removesuffix(path.suffix)]
+        return forms
+
+    def resolve(self, name: str, category: str) -> Path:
+        """The file a user-given name refers to, or ModelNotFoundError saying where we looked."""
+        found = self.find(name, category)
+        if found is None:
+            raise self.not_found(name, category)
+        return found
+
+    def resolve_first(self, name: str, categories: tuple[str, ...], asked_as: str) -> Path:
+        """The first category that has `name`; the error lists every category's files, in order."""
+        for category in categories:
+            found = self.find(name, category)
+            if found is not None:
+                return found
+        raise self.not_found(name, categories[0], also=categories[1:], asked_as=asked_as)
+
+    def not_found(
+        self, name: str, category: str, also: tuple[str, ...] = (), asked_as: str | None = None
+    ) -> ModelNotFoundError:
+        what = f"{asked_as}: " if asked_as else ""
+        singular = KIND_WORDS[category][0]
+        if self.root is None:
+            return ModelNotFoundError(
+                f"{what}{singular} {name!r} is not a file, and no models folder was given (--models-dir)"
+            )
+        looked = ", ".join(str(f) for f in self.folders(category)) or f"no {singular} folder in {self.root}"
+        listing = "; ".join(self._available(c) for c in (category, *also))
+        return ModelNotFoundError(f"{what}{singular} {name!r} not found (looked in: {looked}); {listing}")
+
+    def _available(self, category: str) -> str:
+        names = [p.name for p in self.candidates(category)]
+        if category == "motion_lora":
+            # The motion LoRA folders include AnimateDiff/, which mostly holds motion modules.
+            names = [n for n in names if "lora" in n.lower()]
+        plural = KIND_WORDS[category][1]
+        if not names:
+            return f"no {plural} available"
+        shown = ", ".join(names[:LISTED])
+        more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
+        return f"{plural} available: {shown}{more}"
 
     def default(self, category: str, kinds: frozenset[Kind] | tuple[Kind, ...]) -> Path:
         """The first file of the category whose detected kind is one of `kinds` (sorted by path)."""
@@ -90,15 +196,19 @@ class ModelStore:
                     return path
             except AnimdiffError:
                 continue
-        looked = ", ".join(str(f) for f in self.folders(category)) or "no models folder given"
-        raise ModelNotFoundError(
-            f"no {category.replace('_', ' ')} found (looked in: {looked}); name one explicitly"
-        )
+        singular = KIND_WORDS[category][0]
+        if self.root is None:
+            raise ModelNotFoundError(
+                f"no {singular} given, and no models folder (--models-dir) to pick one from"
+            )
+        looked = ", ".join(str(f) for f in self.folders(category)) or f"no {singular} folder in {self.root}"
+        raise ModelNotFoundError(f"no {singular} found (looked in: {looked}); name one explicitly")
 
     def inventory(self) -> list[ModelEntry]:
         """Every weight file and diffusers folder under the root, with what it is."""
-        if self.root is None or not self.root.is_dir():
-            raise ModelNotFoundError(f"models folder {self.root} does not exist")
+        if self.root is None:
+            raise ModelNotFoundError("no models folder given")
+        self.check()
         paths = sorted(p for p in self.root.rglob("*") if _is_weight_file(p))
         paths += sorted(p.parent for p in self.root.rglob("model_index.json"))
         entries = []
@@ -111,10 +221,18 @@ class ModelStore:
         return entries
 
 
+def _fold(name: str) -> str:
+    return name.replace("\\", "/").lower()
+
+
 def _is_weight_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES and not path.name.startswith(".")
 
 
 def looks_like_hub_id(name: str) -> bool:
-    """`owner/name` that is not a local path: only then may a checkpoint come from the hub."""
+    """`owner/name` with no weight-file extension that is not a local path: only then may a
+    checkpoint come from the hub (`Stable-diffusion/x.safetensors` is a local name)."""
+    name = name.strip()
+    if Path(name).suffix.lower() in WEIGHT_SUFFIXES:
+        return False
     return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()

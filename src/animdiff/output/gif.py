@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from PIL import Image
@@ -67,13 +68,26 @@ def global_palette(frames: list[Image.Image]) -> Image.Image:
     return strip.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
 
 
+def find_gifsicle() -> str | None:
+    """gifsicle on PATH, or in the environment animdiff runs from (`make` unpacks it into the
+    venv's bin/, which is not on PATH unless the venv is activated)."""
+    found = shutil.which("gifsicle")
+    if found is not None:
+        return found
+    for folder in (Path(sys.executable).parent, Path(sys.prefix) / "bin"):
+        found = shutil.which("gifsicle", path=str(folder))
+        if found is not None:
+            return found
+    return None
+
+
 def run_gifsicle(path: Path) -> list[str]:
     """Optimise in place when gifsicle exists; a missing or failing optimiser only warns.
 
     The unoptimised GIF is a complete result, so losing the user's animation over an optional
     size saving would be the worse outcome.
     """
-    exe = shutil.which("gifsicle")
+    exe = find_gifsicle()
     if exe is None:
         return [GIFSICLE_MISSING]
     optimised = path.with_name(path.name + ".gifsicle")

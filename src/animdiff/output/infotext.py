@@ -66,13 +66,15 @@ def build_infotext(
     seed: int,
     frames: int,
     overlap: int,
+    generated: int | None = None,
     model_name: str | None = None,
     model_hash: str | None = None,
     motion_module: str | None = None,
     mm_hash: str | None = None,
     version: str | None = None,
 ) -> str:
-    """The text for one result; `seed`, `frames` and `overlap` are the resolved values.
+    """The text for one result; `seed`, `frames` and `overlap` are the resolved values, and
+    `generated` the frames sampled when more than `frames` (recorded so the text says so).
 
     `model_name` and `motion_module` default to the names in `params`; pass the resolved names
     (checkpoint name without extension, module file name) when they are known.
@@ -88,7 +90,7 @@ def build_infotext(
         ("Model hash", model_hash or None),
         ("Model", model or None),
         ("Clip skip", params.clip_skip if params.clip_skip > 1 else None),
-        (ANIMATEDIFF, _animatediff_value(params, module, frames, overlap, mm_hash)),
+        (ANIMATEDIFF, _animatediff_value(params, module, frames, overlap, mm_hash, generated)),
         ("Version", version if version is not None else f"animdiff {animdiff.__version__}"),
     ]
     line = ", ".join(f"{key}: {quote(str(value))}" for key, value in fields if value is not None)
@@ -101,7 +103,12 @@ def build_infotext(
 
 
 def _animatediff_value(
-    params: Params, module: str | None, frames: int, overlap: int, mm_hash: str | None
+    params: Params,
+    module: str | None,
+    frames: int,
+    overlap: int,
+    mm_hash: str | None,
+    generated: int | None = None,
 ) -> str:
     items: list[tuple[str, object]] = [
         ("model", module or None),
@@ -123,6 +130,9 @@ def _animatediff_value(
             items.append((key, getattr(params, key)))
     if params.motion_loras:
         items.append(("motion_lora", format_motion_loras(params.motion_loras)))
+    if generated is not None and generated > frames:
+        # Fewer frames than the context: the extra ones were generated and dropped.
+        items.append(("generated_frames", generated))
     return ", ".join(f"{key}: {value}" for key, value in items if value is not None)
 
 
@@ -227,7 +237,8 @@ def params_from_infotext(text: str) -> dict[str, Any]:
     Output formats and encoder settings are not in the text (as in the reference), so they keep
     whatever the caller merges in.
     """
-    fields = parse_infotext(text)
+    # A TXT file ends with a newline after the parameters line; it belongs to the file, not the text.
+    fields = parse_infotext(text.rstrip("\r\n"))
     out: dict[str, Any] = {"prompt": fields["Prompt"], "negative_prompt": fields["Negative prompt"]}
     for key, name, convert in _CONVERSIONS:
         if key in fields:

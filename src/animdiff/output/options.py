@@ -10,25 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from animdiff.choices import X264_PRESETS, X264_TUNES
 from animdiff.errors import ParamsError
 
 if TYPE_CHECKING:
     from animdiff.params import Params
 
-# libx264's own lists; anything else makes the encoder refuse to open with an opaque error.
-X264_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-)
-X264_TUNES = ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency")
 
 
 @dataclass(frozen=True)

@@ -42,16 +42,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from animdiff.choices import CLOSED_LOOP_MODES
 from animdiff.errors import AnimdiffError, ParamsError, PromptError
 
 if TYPE_CHECKING:
     import torch
 
-CLOSED_LOOP_MODES = ("N", "R-P", "R+P", "A")
 DOT_THRESHOLD = 0.9995
 
 _KEYFRAME_LINE = re.compile(r"([0-9]+): (.+)")
-_LOOKS_LIKE_KEYFRAME = re.compile(r"\s*[0-9]+:")
+# Anything that starts like a frame number and a colon: "8:b", "8 : b", "-3: b", "8.5: b".
+_LOOKS_LIKE_KEYFRAME = re.compile(r"\s*[-+]?[0-9]+(?:[.,][0-9]*)?\s*:")
 
 Plan = list[tuple[int, int, float]]
 

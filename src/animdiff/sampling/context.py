@@ -20,9 +20,8 @@ import argparse
 import json
 import sys
 
+from animdiff.choices import CLOSED_LOOP_MODES, resolve_overlap
 from animdiff.errors import ParamsError
-
-CLOSED_LOOP_MODES = ("N", "R-P", "R+P", "A")
 
 
 def ordered_halving(step: int) -> float:
@@ -36,11 +35,6 @@ def ordered_halving(step: int) -> float:
     if step < 0:
         raise ParamsError(f"step must be >= 0, got {step}")
     return int(format(step, "064b")[::-1], 2) / (1 << 64)
-
-
-def resolve_overlap(context: int, overlap: int) -> int:
-    """Overlap -1 means a quarter of the context: the extension's default, resolved before use."""
-    return context // 4 if overlap == -1 else overlap
 
 
 def context_spacings(frames: int, context: int, stride: int) -> list[int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-FUSE_METHODS = ("overwrite", "flat", "pyramid")
+from animdiff.choices import FUSE_METHODS
 
 
 def window_weights(method: str, length: int) -> list[float]:

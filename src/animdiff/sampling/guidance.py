@@ -18,6 +18,8 @@ import torch
 from animdiff.sampling.fuse import WindowFuser
 
 WindowSchedule = Callable[[int], list[list[int]]]
+# (windows done, distinct windows) after each model call: progress, and a place to cancel between calls
+WindowCallback = Callable[[int, int], None]
 # (videos, C, frames, h, w), timestep, (videos * frames, tokens, width) -> eps like the sample
 VideoModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -72,6 +74,7 @@ class WindowedDenoiser:
         *,
         fuse: str = "overwrite",
         windows_per_call: int = 1,
+        on_window: WindowCallback | None = None,
     ) -> None:
         if windows_per_call < 1:
             raise ValueError("windows_per_call must be at least 1")
@@ -80,6 +83,7 @@ class WindowedDenoiser:
         self.schedule = schedule
         self.fuse = fuse
         self.windows_per_call = windows_per_call
+        self.on_window = on_window
         self.step = 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -91,6 +95,8 @@ class WindowedDenoiser:
             group = distinct[start : start + self.windows_per_call]
             eps = guided_windows(self.model, x, t, [list(w) for w in group], self.conditioning)
             outputs.update(zip(group, eps, strict=True))
+            if self.on_window is not None:
+                self.on_window(len(outputs), len(distinct))
         fuser = WindowFuser(self.fuse, x)
         for window in windows:
             fuser.add(list(window), outputs[tuple(window)])

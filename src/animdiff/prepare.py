@@ -1,0 +1,289 @@
+"""Everything about a job that can be known before sampling, resolved and checked up front.
+
+A user with real models pays minutes for a render; a mistake found after it (a missing FILM file,
+an output folder that cannot be written, a motion LoRA that is an image LoRA) throws those
+minutes away. `prepare` resolves and checks every input that does not need the model weights in
+memory: file names to files, their detected kinds and whether they fit together, LoRA tags, the
+prompt schedule against the frame count, the FILM file, the device and the output folder. The
+`Job` it returns is plain data that `Animator.execute` only runs, so a bad input can only fail
+here, before any model loads.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from animdiff.errors import LoraError, OutputError, ParamsError
+from animdiff.models.detect import PE_LENGTH, Detected, Kind, detect_file
+from animdiff.models.lora import LoraRequest
+from animdiff.models.store import ModelStore, looks_like_hub_id
+from animdiff.params import Params, check_supported, resolve_seed
+from animdiff.prompts.conditioning import PromptPlan, plan_prompts
+from animdiff.prompts.syntax import ExtraNetwork
+from animdiff.sampling.context import context_windows
+
+# Image LoRAs that fit an SD1.5 checkpoint; motion LoRAs patch the motion module instead.
+PROMPT_LORA_KINDS = (Kind.LORA_SD15, Kind.MOTION_LORA)
+
+
+@dataclass(frozen=True)
+class FrameCounts:
+    """The reference's frame rules, resolved once per job."""
+
+    video_length: int  # frames written (0 resolved to the context batch size)
+    batch: int  # frames generated: max(video_length, context)
+    overlap: int
+
+    @classmethod
+    def resolve(cls, params: Params) -> FrameCounts:
+        video_length = params.frames or params.context
+        return cls(video_length, max(video_length, params.context), params.resolved_overlap)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked job: the settings as given plus everything resolved from them."""
+
+    params: Params
+    seed: int
+    counts: FrameCounts
+    checkpoint: Path | str  # a file or folder, or a hub id (only when nothing local matched)
+    checkpoint_kind: Kind | None  # None for a hub id: known once downloaded
+    motion_module: Path
+    motion_kind: Kind
+    loras: tuple[LoraRequest, ...]
+    plan: PromptPlan
+    film_model: Path | None
+    out_dir: Path | None
+    device: torch.device
+    model_evaluations: int  # denoiser calls in the sampling run (Heun at 20 steps: 39)
+    windows_per_evaluation: tuple[int, int]  # fewest and most context windows of one call
+    warnings: tuple[str, ...] = field(default=())
+
+    def summary(self) -> list[str]:
+        """What will run, in the words a user checks before waiting for it."""
+        low, high = self.windows_per_evaluation
+        windows = str(low) if low == high else f"{low}-{high}"
+        frames = f"{self.counts.video_length} frames written"
+        if self.counts.batch != self.counts.video_length:
+            frames += f" ({self.counts.batch} generated)"
+        lines = [
+            f"checkpoint: {self.checkpoint}",
+            f"motion module: {self.motion_module} ({self.motion_kind})",
+            f"seed: {self.seed}",
+            f"frames: {frames}, context {self.params.context}, {windows} window(s) per step",
+            f"sampler: {self.params.sampler}, {self.params.steps} steps "
+            f"({self.model_evaluations} model evaluations), device {self.device}",
+        ]
+        lines += [
+            f"LoRA: {lora.path.name} (unet {lora.unet_weight:g}, te {lora.te_weight:g})"
+            for lora in self.loras
+        ]
+        if self.film_model is not None:
+            lines.append(f"FILM: {self.film_model}")
+        return lines
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The torch device for a user's `--device`, refused with a reason when it cannot work here."""
+    if name is None or not str(name).strip():
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(name).strip())
+    except (RuntimeError, ValueError):
+        raise ParamsError(f"device {name!r} is not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ParamsError(
+                f"device {name!r}: this PyTorch build has no CUDA support; install a CUDA build "
+                "(see the README's GPU section) or use --device cpu"
+            )
+        if not torch.cuda.is_available():
+            raise ParamsError(f"device {name!r}: no CUDA device is available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ParamsError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ParamsError(f"device {name!r}: Apple's MPS backend is not available here")
+    elif device.type != "cpu":
+        raise ParamsError(f"device {name!r} is not supported; use cpu or cuda")
+    return device
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Create the folder and a probe file in it (then remove the probe), or say why it fails."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"output folder {out_dir}: a file of that name is in the way") from None
+    except OSError as exc:
+        raise OutputError(f"output folder {out_dir} cannot be created: {exc.strerror or exc}") from exc
+    if not out_dir.is_dir():
+        raise OutputError(f"output folder {out_dir}: a file of that name is in the way")
+    probe = out_dir / f".animdiff-probe-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise OutputError(f"output folder {out_dir} is not writable: {exc.strerror or exc}") from exc
+    finally:
+        if probe.exists():
+            os.unlink(probe)
+
+
+def prepare(
+    params: Params,
+    store: ModelStore,
+    *,
+    device: torch.device,
+    out_dir: Path | None,
+    film_model: Path | None = None,
+) -> Job:
+    """Resolve and check the job; raises an `AnimdiffError` before anything heavy happens."""
+    check_supported(params)
+    store.check()
+    warnings: list[str] = []
+    counts = FrameCounts.resolve(params)
+    if not params.prompt.strip():
+        warnings.append("the prompt is empty: the animation follows the negative prompt and chance alone")
+    if 0 < params.frames < params.context:
+        warnings.append(
+            f"{params.frames} frames with context batch size {params.context}: {counts.batch} frames are "
+            f"generated and the first {params.frames} kept (the motion module needs a full context); "
+            f"set --context {params.frames} to generate only what is written"
+        )
+    checkpoint, checkpoint_kind = _checkpoint(params, store)
+    motion_module, motion = _motion_module(params, store)
+    _check_context(params, motion_module, motion)
+    plan = plan_prompts(
+        params.prompt,
+        video_length=counts.video_length,
+        batch=counts.batch,
+        context=params.context,
+        closed_loop=params.closed_loop,
+    )
+    loras = tuple(_prompt_loras(plan.networks, store) + _motion_loras(params, store))
+    film = _film(params, store, film_model)
+    evaluations = _model_evaluations(params)
+    job = Job(
+        params=params,
+        seed=resolve_seed(params.seed),
+        counts=counts,
+        checkpoint=checkpoint,
+        checkpoint_kind=checkpoint_kind,
+        motion_module=motion_module,
+        motion_kind=motion.kind,
+        loras=loras,
+        plan=plan,
+        film_model=film,
+        out_dir=out_dir,
+        device=device,
+        model_evaluations=evaluations,
+        windows_per_evaluation=_window_counts(params, counts, evaluations),
+        warnings=tuple(warnings),
+    )
+    if out_dir is not None:
+        check_output_folder(out_dir)  # last: nothing is created for a job refused above
+    return job
+
+
+def _checkpoint(params: Params, store: ModelStore) -> tuple[Path | str, Kind | None]:
+    from animdiff.models.detect import CHECKPOINT_KINDS
+    from animdiff.models.load import require_sd15_checkpoint
+
+    if params.checkpoint is None:
+        path = store.default("checkpoint", CHECKPOINT_KINDS)
+    else:
+        found = store.find(params.checkpoint, "checkpoint")
+        if found is None:
+            if looks_like_hub_id(params.checkpoint):
+                return params.checkpoint, None
+            raise store.not_found(params.checkpoint, "checkpoint")
+        path = found
+    detected = detect_file(path)
+    require_sd15_checkpoint(path, detected)
+    return path, detected.kind
+
+
+def _motion_module(params: Params, store: ModelStore) -> tuple[Path, Detected]:
+    from animdiff.models.load import LOADABLE_MOTION_KINDS, require_motion_module
+
+    if params.motion_module is None:
+        path = store.default("motion_module", LOADABLE_MOTION_KINDS)
+    else:
+        path = store.resolve(params.motion_module, "motion_module")
+    detected = detect_file(path)
+    require_motion_module(path, detected)
+    return path, detected
+
+
+def _check_context(params: Params, path: Path, motion: Detected) -> None:
+    limit = motion.pe_length or PE_LENGTH.get(motion.kind)
+    if limit is not None and params.context > limit:
+        raise ParamsError(
+            f"context batch size {params.context} is above the limit of {limit} frames of "
+            f"{path.name} ({motion.kind})"
+        )
+
+
+def _prompt_loras(networks: list[ExtraNetwork], store: ModelStore) -> list[LoraRequest]:
+    """`<lora:name:weight>` tags: image LoRAs from the LoRA folders, motion LoRAs as well."""
+    requests = []
+    for net in networks:
+        path = store.resolve_first(net.name, ("lora", "motion_lora"), asked_as=f"<lora:{net.name}>")
+        kind = detect_file(path).kind
+        if kind == Kind.LORA_SDXL:
+            raise LoraError(f"<lora:{net.name}>: {path} is an SDXL LoRA; it does not fit SD1.5 checkpoints")
+        if kind not in PROMPT_LORA_KINDS:
+            raise LoraError(f"<lora:{net.name}>: {path} is a {kind}, not a LoRA")
+        requests.append(LoraRequest(path, unet_weight=net.unet_weight, te_weight=net.te_weight))
+    return requests
+
+
+def _motion_loras(params: Params, store: ModelStore) -> list[LoraRequest]:
+    requests = []
+    for lora in params.motion_loras:
+        path = store.resolve(lora.name, "motion_lora")
+        kind = detect_file(path).kind
+        if kind != Kind.MOTION_LORA:
+            hint = (
+                f"; an image LoRA goes into the prompt as <lora:{path.stem}:{lora.strength:g}>"
+                if kind in (Kind.LORA_SD15, Kind.LORA_SDXL)
+                else ""
+            )
+            raise LoraError(f"motion LoRA {lora.name!r}: {path} is a {kind}, not a motion LoRA{hint}")
+        requests.append(LoraRequest(path, unet_weight=lora.strength, te_weight=0.0))
+    return requests
+
+
+def _film(params: Params, store: ModelStore, explicit: Path | None) -> Path | None:
+    if params.interp != "FILM":
+        return None
+    from animdiff.interpolate.film import find_film_model
+
+    return find_film_model(store.root, explicit)
+
+
+def _model_evaluations(params: Params) -> int:
+    """How many times the sampler calls the model: the progress total, known before sampling."""
+    from animdiff.sampling.samplers import make_scheduler
+
+    scheduler = make_scheduler(params.sampler)
+    scheduler.set_timesteps(params.steps, device="cpu")
+    return len(scheduler.timesteps)
+
+
+def _window_counts(params: Params, counts: FrameCounts, evaluations: int) -> tuple[int, int]:
+    """Distinct windows per model evaluation (a repeated window is computed once)."""
+    sizes = set()
+    for step in range(evaluations):
+        windows = context_windows(
+            step, counts.video_length, params.context, params.stride, counts.overlap, params.closed_loop
+        )
+        sizes.add(len({tuple(w) for w in windows}))
+    return min(sizes), max(sizes)
