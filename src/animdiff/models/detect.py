@@ -135,7 +135,10 @@ def _cross_attention_width(keys: list[str], shapes: Shapes) -> int | None:
 
 
 def _checkpoint(keys: list[str], shapes: Shapes) -> Detected | None:
-    if not any(k.startswith("model.diffusion_model.") for k in keys):
+    # A v1.0 ControlNet (`control_sd15_canny.pth`) also holds the SD checkpoint it was trained from.
+    if not any(k.startswith("model.diffusion_model.") for k in keys) or any(
+        k.startswith("control_model.") for k in keys
+    ):
         return None
     if any(k.startswith("conditioner.embedders.") for k in keys) or any(
         k.startswith("model.diffusion_model.label_emb.") for k in keys
@@ -185,6 +188,8 @@ def _controlnet(keys: list[str], shapes: Shapes) -> Detected | None:
     if not (
         any(k.startswith("control_model.") for k in keys)
         or any(k.startswith("controlnet_down_blocks.") for k in keys)
+        # The fp16 safetensors conversions of v1.1 drop the `control_model.` prefix.
+        or ("input_hint_block.0.weight" in shapes and any(k.startswith("zero_convs.") for k in keys))
     ):
         return None
     width = next(
@@ -217,10 +222,24 @@ def _detect_folder(path: Path) -> Detected:
     import json
 
     if not (path / "model_index.json").is_file():
-        return Detected(Kind.UNKNOWN)
+        return _detect_model_folder(path)
     try:
         unet_config = json.loads((path / "unet" / "config.json").read_text())
     except (OSError, ValueError):
         return Detected(Kind.UNKNOWN)
     sdxl = unet_config.get("addition_embed_type") == "text_time"
     return Detected(Kind.DIFFUSERS_SDXL if sdxl else Kind.DIFFUSERS_SD15)
+
+
+def _detect_model_folder(path: Path) -> Detected:
+    """One diffusers model (config.json + weights) rather than a pipeline: so far, a ControlNet."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return Detected(Kind.UNKNOWN)
+    if not isinstance(config, dict) or config.get("_class_name") != "ControlNetModel":
+        return Detected(Kind.UNKNOWN)
+    sdxl = config.get("addition_embed_type") == "text_time" or config.get("cross_attention_dim") == 2048
+    return Detected(Kind.CONTROLNET_SDXL if sdxl else Kind.CONTROLNET_SD15)
