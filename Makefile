@@ -9,7 +9,7 @@ DEMO_MODELS ?= demo-models
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test test-numerics demo lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,16 +18,22 @@ $(STAMP): pyproject.toml Makefile
 	-cd $(VENV) && apt-get download gifsicle >/dev/null 2>&1 && dpkg -x gifsicle_*.deb gifsicle-deb \
 	    && ln -sf ../gifsicle-deb/usr/bin/gifsicle bin/gifsicle; rm -f $(VENV)/gifsicle_*.deb
 	$(BIN)/pip install --quiet $(TORCH)
-	# open-clip-torch only carries the CLIP BPE vocabulary we build the tokenizer from; its
-	# dependencies (torchvision, timm) are not needed and would pull a CUDA torch here.
-	$(BIN)/pip install --quiet --no-deps 'open-clip-torch>=2.20'
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# open-clip-torch only carries the CLIP BPE vocabulary we build the tokenizer from; its
+	# dependencies (torchvision, timm) are not needed and would pull a CUDA torch here. Installed
+	# last and without pip's dependency check, which would otherwise report them as missing.
+	$(BIN)/pip install --quiet --no-deps --no-warn-conflicts 'open-clip-torch>=2.20'
 	touch $@
 
 install: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The numerics-sensitive tests again with PyTorch's portable CPU kernels: other CPUs pick other
+# kernels (AVX-512, AVX2, default), and an equivalence that holds on one must hold on all.
+test-numerics: $(STAMP)
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -p no:cacheprovider -m numerics
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
