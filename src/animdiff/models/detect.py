@@ -173,6 +173,9 @@ def _motion_module(keys: list[str], shapes: Shapes) -> Detected | None:
         return Detected(Kind.MM_V1, pe)
     if not sd15 and pe == 32:
         return Detected(Kind.MM_SDXL_BETA, pe)
+    # HotShot-XL re-keyed to guoyww's names (the reference's `mm_sdxl_hs.safetensors`): SDXL-shaped, pe 24.
+    if not sd15 and not has_mid and pe == 24:
+        return Detected(Kind.MM_HOTSHOT, pe)
     return Detected(Kind.MM_UNKNOWN, pe)
 
 
