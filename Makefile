@@ -9,7 +9,7 @@ DEMO_MODELS ?= demo-models
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-numerics demo lint bench clean
+.PHONY: install test test-numerics demo serve lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	-cd $(VENV) && apt-get download gifsicle >/dev/null 2>&1 && dpkg -x gifsicle_*.deb gifsicle-deb \
 	    && ln -sf ../gifsicle-deb/usr/bin/gifsicle bin/gifsicle; rm -f $(VENV)/gifsicle_*.deb
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,server]'
 	# open-clip-torch only carries the CLIP BPE vocabulary we build the tokenizer from; its
 	# dependencies (torchvision, timm) are not needed and would pull a CUDA torch here. Installed
 	# last and without pip's dependency check, which would otherwise report them as missing.
@@ -46,8 +46,12 @@ demo: $(STAMP)
 	    --frames 16 --fps 8 --steps 8 --cfg 7.5 --seed 42 --width 256 --height 256 \
 	    --format gif,png,txt --out outputs
 
+serve: $(STAMP)
+	$(BIN)/python -m animdiff.testing $(DEMO_MODELS)
+	$(BIN)/animdiff serve --models-dir $(DEMO_MODELS) --data-dir animdiff-data
+
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_MODELS) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_MODELS) outputs animdiff-data .pytest_cache .ruff_cache

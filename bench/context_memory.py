@@ -1,84 +1,92 @@
-"""Time and peak memory against the frame count at a fixed context batch size.
+"""Time and the memory sampling adds, against the frame count at a fixed context batch size.
 
 With context windows the UNet only ever sees `context` frames at once, so the time should grow
-with the number of windows (about linearly in frames) and the peak memory only by the per-frame
-buffers (latents, embeddings, decoded frames). Each frame count runs in its own subprocess after
-a warm-up at 16 frames, so a run's peak-memory growth is its own. Prints ratios to the 16-frame
-run, the peer measured in the same invocation. Not a test: nothing is asserted.
+with the number of windows (about linearly in frames) and the memory a run adds only by the
+per-frame buffers (latents, per-frame prompt embeddings, decoded frames), not by the activations.
 
-    .venv/bin/python bench/context_memory.py [--frames 16 32 64 128] [--context 16] [--size 128]
+Each frame count runs in a fresh process: load the models, one warm-up run (`context` frames,
+1 step), then `--repeat` measured runs of `Animator.run(params, write=False)` (best time, largest
+memory). Memory is what a run adds to what the process held before it (`AddedMemory` in
+bench/_harness.py): on CUDA the peak of allocated memory minus what was allocated before; on the
+CPU the peak resident set (VmHWM, reset through /proc/self/clear_refs just before the run) minus
+the resident set then. The header shows the method reading a temporary allocation of known size.
+Ratios are to the first (smallest) frame count, measured in the same invocation. Not a test:
+nothing is asserted.
+
+Tiny models by default (about a minute); `--real-size` uses the real-size random-weight models of
+bench/realsize_vs_diffusers.py (same cache folder; 64x64 pixels keep it feasible on a CPU, where
+128 frames take minutes).
+
+    .venv/bin/python bench/context_memory.py [--frames 16 32 64 128] [--context 16] [--real-size]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import _harness as harness
+
+# glibc otherwise moves its mmap threshold up as big blocks are freed and then serves them from
+# the heap, whose pages it may keep: resident memory would depend on the allocation history.
+# A fixed threshold hands every block of 1 MiB or more straight back on free.
+EXACT_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**20)}
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def worker(args: argparse.Namespace) -> dict:
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    harness.setup(args.threads)
     import torch
 
-    torch.set_num_threads(args.threads)
-    from animdiff.decode import decode_frames
     from animdiff.params import make_params
-    from animdiff.pipeline import Animator, FrameCounts
+    from animdiff.pipeline import Animator, RunOptions
 
-    animator = Animator(Path(args.models), None)
+    device = harness.resolve_device(args.device)
 
-    def params(frames: int):
+    def params(frames: int, steps: int):
         return make_params(
-            prompt="a corgi running on the beach",
-            checkpoint="tiny-sd15.safetensors",
-            motion_module="tiny-mm-v2.ckpt",
+            prompt=harness.PROMPT,
+            checkpoint=args.checkpoint,
+            motion_module=args.motion_module,
             frames=frames,
             context=args.context,
             width=args.size,
             height=args.size,
-            steps=args.steps,
-            sampler="Euler",
+            steps=steps,
+            sampler=args.sampler,
             seed=1,
+            formats="gif",
         )
 
-    def run(frames: int) -> torch.Tensor:
-        p = params(frames)
-        models = animator.load(p)
-        counts = FrameCounts.resolve(p)
-        with torch.inference_mode():
-            latents = animator.generate(p, models, counts, p.seed, lambda event: None)
-            decode_frames(models.parts.vae, latents, chunk=8)
-        return latents
-
-    run(args.context)  # warm-up: loads the models and reaches the steady state of one window
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.max_memory_allocated()
-    else:
-        before = peak_rss_mib()
+    animator = Animator(Path(args.models), None, RunOptions(device=device, vae_chunk=args.vae_chunk))
     start = time.perf_counter()
-    latents = run(args.worker)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()
+    animator.load(params(args.context, 1))
+    load_s = time.perf_counter() - start
+    animator.run(params(args.context, 1), write=False)  # warm-up: first-call work is not sampling's
+    held = harness.held_mib(device)
+    job = params(args.worker, args.steps)
+    seconds, added = [], []
+    for _ in range(args.repeat):
+        with harness.AddedMemory(device) as memory:
+            start = time.perf_counter()
+            result = animator.run(job, write=False)
+            harness.synchronize(device)
+            seconds.append(time.perf_counter() - start)
+        added.append(memory.added_mib)
     return {
         "frames": args.worker,
-        "seconds": seconds,
-        "peak_mib": peak,
-        "growth_mib": max(0.0, peak - (before / 2**20 if cuda else before)),
-        "latents_mib": latents.numel() * latents.element_size() / 2**20,
-        "device": "cuda" if cuda else "cpu",
+        "seconds": min(seconds),
+        "load_s": load_s,
+        "added_mib": max(added),
+        "held_mib": held,
+        "latents_mib": result.latents.numel() * result.latents.element_size() / 2**20,
+        "device": device,
+        "dtype": "float16" if device.startswith("cuda") else "float32",
+        "threads": torch.get_num_threads(),
+        "memory": harness.memory_check(device),
     }
 
 
@@ -88,43 +96,93 @@ def main() -> None:
     )
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 32, 64, 128])
     parser.add_argument("--context", type=int, default=16)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--sampler", default="Euler")
+    parser.add_argument("--threads", type=int, default=harness.default_threads())
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
+    parser.add_argument("--vae-chunk", type=int, default=8)
+    parser.add_argument("--repeat", type=int, help="measured runs per row (default 3 tiny, 1 real size)")
+    parser.add_argument("--real-size", action="store_true", help="real-size random-weight models")
+    parser.add_argument("--cache", help="with --real-size: their folder (see bench/realsize_vs_diffusers.py)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--models", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--motion-module", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args)))
+        harness.print_json(worker(args))
         return
-    rows = []
-    with tempfile.TemporaryDirectory() as models:
-        from animdiff.testing.factory import write_models_dir
+    if args.repeat is None:
+        args.repeat = 1 if args.real_size else 3
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.real_size:
+            from animdiff.testing.real_size import write_real_size_dir
 
-        write_models_dir(Path(models))
+            root = harness.realsize_dir(args.cache)
+            written = write_real_size_dir(root, log=lambda message: print(message, file=sys.stderr))
+            label = "real-size SD1.5 + v2 (random weights)"
+        else:
+            from animdiff.testing.factory import write_models_dir
+
+            root = Path(scratch)
+            written = write_models_dir(root)
+            label = "tiny SD1.5 + v2"
+        rows = []
         for frames in args.frames:
-            argv = [sys.executable, __file__, "--worker", str(frames), "--models", models]
-            argv += [f"--{k}={getattr(args, k)}" for k in ("context", "size", "steps", "threads")]
-            done = subprocess.run(argv, capture_output=True, text=True, check=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            argv = ["--worker", str(frames), "--models", str(root)]
+            argv += ["--checkpoint", written["sd15"].name, "--motion-module", written["mm-v2"].name]
+            for name in ("context", "size", "steps", "sampler", "threads", "vae_chunk", "device", "repeat"):
+                value = getattr(args, name)
+                if value is not None:
+                    argv.append(f"--{name.replace('_', '-')}={value}")
+            started = time.perf_counter()
+            rows.append(harness.run_worker(__file__, argv, args.threads, EXACT_MALLOC))
+            rows[-1]["wall_s"] = time.perf_counter() - started
+    print_table(args, label, rows, time.perf_counter() - began)
+
+
+def print_table(args: argparse.Namespace, label: str, rows: list[dict[str, Any]], total: float) -> None:
     base = rows[0]
     print(
-        f"context {args.context}, {args.size}x{args.size}, {args.steps} Euler steps, CFG 7.5, "
-        f"tiny SD1.5 + v2, {base['device']}, ratios against the {base['frames']}-frame run"
+        f"{label}: context {args.context}, {args.size}x{args.size}, {args.steps} {args.sampler} steps, "
+        f"CFG 7.5, {base['device']} {base['dtype']}, {base['threads']} threads; one fresh process per row, "
+        f"best of {args.repeat} run(s) after a warm-up"
     )
-    columns = ("frames", "seconds", "time x", "peak MiB", "peak x", "growth MiB", "latents MiB")
-    print(" ".join(f"{c:>11}" for c in columns))
+    print(f"memory added by the run: {base['memory']}")
+    columns = (
+        "frames",
+        "run s",
+        "time x",
+        "added MiB",
+        "added x",
+        "+MiB",
+        "KiB/frame",
+        "held MiB",
+        "process s",
+    )
+    print("".join(f"{c:>11}" for c in columns))
     for r in rows:
+        extra = r["added_mib"] - base["added_mib"]
+        frames = r["frames"] - base["frames"]
         values = (
             f"{r['frames']:d}",
             f"{r['seconds']:.2f}",
             f"{r['seconds'] / base['seconds']:.2f}",
-            f"{r['peak_mib']:.0f}",
-            f"{r['peak_mib'] / base['peak_mib']:.3f}",
-            f"{r['growth_mib']:.1f}",
-            f"{r['latents_mib']:.2f}",
+            f"{r['added_mib']:.1f}",
+            f"{r['added_mib'] / base['added_mib']:.3f}",
+            f"{extra:.1f}",
+            f"{extra * 1024 / frames:.0f}" if frames else "-",
+            f"{r['held_mib']:.0f}",
+            f"{r['wall_s']:.0f}",
         )
-        print(" ".join(f"{v:>11}" for v in values))
+        print("".join(f"{v:>11}" for v in values))
+    print(
+        "added: peak during the run above what the process held before it; +MiB and KiB/frame: "
+        f"growth over the {base['frames']}-frame row. Decoded frames stay in memory for the whole run: "
+        f"{args.size * args.size * 3 / 1024:.0f} KiB a frame. Bench took {total:.0f} s."
+    )
 
 
 if __name__ == "__main__":

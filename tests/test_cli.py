@@ -26,6 +26,8 @@ TINY = [
     "--seed",
     "42",
     "--quiet",
+    "--device",
+    "cpu",
 ]
 
 

@@ -18,6 +18,7 @@ from animdiff.cli import main
 
 TINY = ["--checkpoint", "tiny-sd15.safetensors", "--motion-module", "tiny-mm-v2.ckpt"]
 TINY += ["--width", "64", "--height", "64", "--steps", "2", "--seed", "1", "--quiet"]
+DEVICE = ["--device", "cpu"]
 
 
 @pytest.fixture
@@ -39,7 +40,8 @@ def run_bad(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 1) 
 
 
 def generate(models_dir: Path, out: Path, *extra: str, prompt: str = "a corgi") -> list[str]:
-    return ["generate", prompt, "--models-dir", str(models_dir), "--out", str(out), *TINY, *extra]
+    device = [] if "--device" in extra else DEVICE
+    return ["generate", prompt, "--models-dir", str(models_dir), "--out", str(out), *TINY, *device, *extra]
 
 
 CASES = {
@@ -195,5 +197,6 @@ def test_version(capsys) -> None:
 def test_help_does_not_offer_refused_features(capsys) -> None:
     assert main(["generate", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "--video-source" not in text and "--video-path" not in text
     assert "frame" not in text.split("--format", 1)[1].split("\n  --", 1)[0]
+    # video inputs feed ControlNet units, so they are offered next to --controlnet
+    assert "--video-source FILE" in text and "--video-path DIR" in text and "--controlnet KEY=VALUE" in text

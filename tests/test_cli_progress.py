@@ -17,7 +17,7 @@ def test_a_piped_run_names_each_phase_once_with_fixed_totals(
     argv = ["generate", "a corgi", "--models-dir", str(models_dir), "--out", str(tmp_path)]
     argv += ["--checkpoint", "tiny-sd15", "--motion-module", "tiny-mm-v2.ckpt", "--width", "64"]
     argv += ["--height", "64", "--steps", "3", "--sampler", "Heun", "--frames", "12", "--context", "8"]
-    argv += ["--seed", "7", "--format", "gif"]
+    argv += ["--seed", "7", "--format", "gif", "--device", "cpu"]
     assert main(argv) == 0
     err = capsys.readouterr().err.splitlines()
     # The summary comes first: what will run, before anything loads.

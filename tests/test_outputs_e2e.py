@@ -14,12 +14,14 @@ from animdiff.errors import InterpolationError
 from animdiff.interpolate.counts import interpolated_count
 from animdiff.output import params_from_infotext
 from animdiff.params import make_params
-from animdiff.pipeline import Animator, encode_outputs
+from animdiff.pipeline import Animator, RunOptions, encode_outputs
 
 TINY = [
     "--checkpoint", "tiny-sd15.safetensors", "--motion-module", "tiny-mm-v2.ckpt", "--width", "64",
-    "--height", "64", "--steps", "1", "--seed", "7", "--quiet", "--sampler", "DDIM",
+    "--height", "64", "--steps", "1", "--seed", "7", "--quiet", "--sampler", "DDIM", "--device", "cpu",
 ]  # fmt: skip
+
+CPU = RunOptions(device="cpu")  # tests run on the CPU, also where CUDA exists
 
 
 def run_cli(models_dir: Path, out: Path, *args: str) -> dict[str, Path]:
@@ -67,7 +69,7 @@ def test_infotext_reads_back_as_the_settings(models_dir: Path, tmp_path: Path) -
         overlap=-1, closed_loop="R+P", fuse="pyramid", formats="txt,png", fps=6, clip_skip=2,
         sampler="Euler a",
     )  # fmt: skip
-    result = Animator(models_dir, tmp_path).run(params)
+    result = Animator(models_dir, tmp_path, CPU).run(params)
     read = make_params(params_from_infotext(result.infotext), formats="txt,png")
     assert read == params.model_copy(update={"frames": 8, "overlap": 2})
 
@@ -90,7 +92,7 @@ def test_film_frame_counts(models_dir: Path, tmp_path: Path, frames, context, mo
 
 
 def test_ping_pong_without_film(models_dir: Path, tmp_path: Path) -> None:
-    result = Animator(models_dir, tmp_path).run(
+    result = Animator(models_dir, tmp_path, CPU).run(
         make_params(
             prompt="x",
             checkpoint="tiny-sd15",
@@ -120,7 +122,7 @@ def test_missing_film_model_says_where_to_put_it(tmp_path: Path, models_dir: Pat
     (bare / "AnimateDiff" / "mm.ckpt").symlink_to(models_dir / "AnimateDiff" / "tiny-mm-v2.ckpt")
     params = make_params(prompt="x", width=64, height=64, steps=1, frames=4, context=4, interp="FILM")
     with pytest.raises(InterpolationError, match="Deforum/film_interpolation"):
-        Animator(bare, tmp_path / "out").run(params)
+        Animator(bare, tmp_path / "out", CPU).run(params)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.*"))
 
 
@@ -129,7 +131,7 @@ def test_api_bytes_and_frames(models_dir: Path, tmp_path: Path) -> None:
         prompt="x", checkpoint="tiny-sd15", motion_module="tiny-mm-v2.ckpt", width=64, height=64, steps=1,
         frames=4, context=4, formats="gif,mp4,frame",
     )  # fmt: skip
-    result = Animator(models_dir, None).run(params)
+    result = Animator(models_dir, None, CPU).run(params)
     encoded = encode_outputs(result, params)
     assert list(encoded) == ["gif", "mp4", "frame"]
     assert Image.open(io.BytesIO(encoded["gif"])).n_frames == 4

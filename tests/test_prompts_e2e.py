@@ -17,6 +17,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.numerics
 def test_lora_tag_changes_the_result_and_weight_zero_does_not(animator, tiny_params) -> None:
     base = latents(animator, tiny_params(steps=2))
     zero = latents(animator, tiny_params(steps=2, prompt="a corgi running on the beach <lora:tiny-style:0>"))
@@ -27,6 +28,7 @@ def test_lora_tag_changes_the_result_and_weight_zero_does_not(animator, tiny_par
     assert (base - styled).abs().max() > 1e-3
 
 
+@pytest.mark.numerics
 def test_cached_model_is_restored_bit_exactly_after_loras(animator, tiny_params) -> None:
     params = tiny_params(steps=1, prompt="x <lora:tiny-style:1> <lora:tiny-detail:0.5:0.2>")
     models = animator.load(params)
@@ -50,17 +52,47 @@ def test_lora_problems_are_clear(animator, tiny_params) -> None:
         latents(animator, tiny_params(steps=1, prompt="x <lora:tiny-sdxl-style:1>"))
 
 
-def test_attention_weights_change_the_embedding(animator, tiny_params) -> None:
-    base = latents(animator, tiny_params(steps=1, prompt="a corgi running on the beach"))
-    same = latents(animator, tiny_params(steps=1, prompt="a corgi running on the beach (:1.0)"))
-    weighted = latents(animator, tiny_params(steps=1, prompt="a (corgi:1.4) running on the beach"))
-    assert not torch.equal(base, weighted)
-    assert same.shape == base.shape
+@pytest.mark.numerics
+def test_attention_weights_change_the_embedding_and_an_empty_group_does_not(animator, tiny_params) -> None:
+    """`(corgi:1.4)` scales that token's embedding (and rescales the chunk to its old mean); an
+    empty `(:1.0)` adds no token, so its prompt encodes to the same bits as the plain one."""
+    from animdiff.prompts.encode import PromptEncoder
+
+    models = animator.load(tiny_params())
+    encoder = PromptEncoder(models.parts.text_encoder, models.parts.tokenizer)
+    base, same, weighted = (
+        encoder.encode([prompt])[0]
+        for prompt in (
+            "a corgi running on the beach",
+            "a corgi running on the beach (:1.0)",
+            "a (corgi:1.4) running on the beach",
+        )
+    )
+    assert torch.equal(base, same)
+    assert torch.isfinite(weighted).all()
+    assert (base - weighted).abs().max() > 0.1
+    plain = latents(animator, tiny_params(steps=1, prompt="a corgi running on the beach"))
+    emphasised = latents(animator, tiny_params(steps=1, prompt="a (corgi:1.4) running on the beach"))
+    assert torch.isfinite(emphasised).all()
+    assert not torch.equal(plain, emphasised)
 
 
 def test_prompt_travel_renders_and_blends(animator, tiny_params) -> None:
+    """Keyframe frames get their keyframe's embedding exactly; the frames between get neither."""
+    from animdiff.prompts.conditioning import frame_embeddings, plan_prompts
+    from animdiff.prompts.encode import PromptEncoder
+
     prompt = "masterpiece\n0: a corgi\n6: a cat\nbeach"
-    travelled = latents(animator, tiny_params(steps=2, prompt=prompt, frames=8, context=8))
+    params = tiny_params(steps=2, prompt=prompt, frames=8, context=8)
+    models = animator.load(params)
+    encoder = PromptEncoder(models.parts.text_encoder, models.parts.tokenizer)
+    plan = plan_prompts(prompt, video_length=8, batch=8, context=8, closed_loop=params.closed_loop)
+    cond, _ = frame_embeddings(encoder, plan, params.negative_prompt, 8)
+    corgi, cat = encoder.encode([plan.prompts[0], plan.prompts[6]])
+    assert torch.equal(cond[0], corgi) and torch.equal(cond[6], cat)
+    for frame in range(1, 6):
+        assert (cond[frame] - corgi).abs().max() > 1e-3 and (cond[frame] - cat).abs().max() > 1e-3, frame
+    travelled = latents(animator, params)
     assert travelled.shape[0] == 8
     assert torch.isfinite(travelled).all()
     plain = latents(animator, tiny_params(steps=2, prompt="masterpiece, a corgi, beach", frames=8, context=8))
@@ -91,6 +123,14 @@ def test_long_prompts_and_negative_are_padded_to_the_same_chunks(animator, tiny_
 
 
 def test_clip_skip_changes_the_embedding(animator, tiny_params) -> None:
-    one = latents(animator, tiny_params(steps=1, clip_skip=1))
-    two = latents(animator, tiny_params(steps=1, clip_skip=2))
-    assert not torch.equal(one, two)
+    from animdiff.prompts.encode import PromptEncoder
+
+    models = animator.load(tiny_params())
+    text_encoder, tokenizer = models.parts.text_encoder, models.parts.tokenizer
+    one = PromptEncoder(text_encoder, tokenizer, clip_skip=1).encode(["a corgi"])
+    two = PromptEncoder(text_encoder, tokenizer, clip_skip=2).encode(["a corgi"])
+    assert one.shape == two.shape and (one - two).abs().max() > 1e-3
+    assert not torch.equal(
+        latents(animator, tiny_params(steps=1, clip_skip=1)),
+        latents(animator, tiny_params(steps=1, clip_skip=2)),
+    )

@@ -25,9 +25,11 @@ FLAG_NAMES = {
     "negative_prompt": "--negative",
     "formats": "--format",
     "motion_loras": "--motion-lora",
+    "controlnet_units": "--controlnet",
     "gif_gifsicle": "--gifsicle",
 }
 POSITIONAL = {"prompt"}
+METAVARS = {"video_source": "FILE", "video_path": "DIR"}
 # The CLI writes files; "frame" (every frame as PNG bytes in an answer) exists for the HTTP API.
 CLI_FORMATS = (*VIDEO_FORMATS, "txt")
 USAGE_ERROR = 2  # the command line itself is malformed (argparse's convention)
@@ -82,10 +84,14 @@ def _add_params_flags(parser: argparse.ArgumentParser) -> None:
             options["action"] = argparse.BooleanOptionalAction
         elif kind is list and name == "motion_loras":
             options.update(action="append", metavar="NAME[:STRENGTH]")
+        elif kind is list and name == "controlnet_units":
+            options.update(action="append", metavar="KEY=VALUE,...")
         elif kind is list:
             options.update(metavar="LIST")
         else:
             options["type"] = kind
+            if name in METAVARS:
+                options["metavar"] = METAVARS[name]
             if literal:
                 options["choices"] = literal
         parser.add_argument(flag(name), **options)
@@ -129,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the model files found and what each one is")
     models.add_argument("--models-dir", type=Path, required=True)
+
+    from animdiff.server.cli import add_serve_command
+
+    add_serve_command(commands)
     return parser
 
 
@@ -233,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return run_generate(args)
+        if args.command == "serve":
+            from animdiff.server.cli import run_serve
+
+            return run_serve(args)
         return run_models(args)
     except AnimdiffError as exc:
         print(f"error: {exc}", file=sys.stderr)

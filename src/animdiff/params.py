@@ -35,6 +35,7 @@ from animdiff.choices import (
     X264_TUNES,
     resolve_overlap,
 )
+from animdiff.control_units import ControlNetUnit, parse_unit_text
 from animdiff.errors import NotSupportedYetError, ParamsError
 
 # Subscripting Literal with a tuple spreads it: the allowed values come from animdiff.choices.
@@ -47,6 +48,7 @@ X264Preset = Literal[("", *X264_PRESETS)]  # type: ignore[valid-type]
 X264Tune = Literal[("", *X264_TUNES)]  # type: ignore[valid-type]
 
 MAX_SEED = 2**32 - 1
+DEFAULT_FPS = 8  # the written animation's rate when neither the user nor a source video gives one
 
 
 class MotionLora(BaseModel):
@@ -96,7 +98,13 @@ class Params(BaseModel):
         validation_alias=AliasChoices("frames", "video_length"),
         description="number of frames; 0 = the video's frame count, else the context batch size",
     )
-    fps: int = Field(8, ge=1, le=240, description="frames per second of the written animation")
+    fps: int | None = Field(
+        None,
+        ge=1,
+        le=240,
+        description="frames per second of the written animation "
+        f"(default: the source video's, else {DEFAULT_FPS})",
+    )
     loop_number: int = Field(0, ge=0, le=65_535, description="display loop count; 0 loops forever")
     context: int = Field(
         16,
@@ -122,8 +130,20 @@ class Params(BaseModel):
     )
     interp: Interp = Field("Off", description="frame interpolation: Off or FILM")
     interp_x: int = Field(10, ge=1, le=100, description="FILM: frame-count multiplier (Interp X)")
-    video_source: str | None = Field(None, description="source video for video-to-video")
-    video_path: str | None = Field(None, description="folder of source frames for video-to-video")
+    video_source: str | None = Field(
+        None,
+        description="source video (MP4, WEBM, MOV, MKV, GIF, WEBP) for the ControlNet units without input",
+    )
+    video_path: str | None = Field(
+        None, description="folder of source frames for the ControlNet units without input"
+    )
+    controlnet_units: list[ControlNetUnit] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("controlnet_units", "controlnet"),
+        description="ControlNet units, each as KEY=VALUE,KEY=VALUE (model, module, weight, guidance_start, "
+        "guidance_end, control_mode, resize_mode, processor_res, threshold_a, threshold_b, pixel_perfect, "
+        "image, batch_images); repeat the flag for several units",
+    )
     request_id: str = Field("", max_length=64, description="appended to output file names")
 
     # --- output options (the reference's settings page) -----------------------------------------
@@ -146,6 +166,8 @@ class Params(BaseModel):
     @field_validator("formats", mode="before")
     @classmethod
     def _normalise_formats(cls, value: Any) -> list[str]:
+        if not isinstance(value, str | list | tuple):
+            raise ValueError("must be a comma-separated string or a list of format names")
         items = value.split(",") if isinstance(value, str) else list(value)
         out: list[str] = []
         for item in items:
@@ -196,6 +218,8 @@ class Params(BaseModel):
         """
         if isinstance(value, str | dict):
             value = [value]
+        if value is not None and not isinstance(value, list | tuple):
+            raise ValueError("must be a list of motion LoRAs (names, name:strength, or objects)")
         out = []
         for item in value or []:
             if not isinstance(item, str):
@@ -210,13 +234,37 @@ class Params(BaseModel):
                 raise ValueError(f"motion LoRA {item!r}: strength {strength!r} is not a number")
         return out
 
+    @field_validator("controlnet_units", mode="before")
+    @classmethod
+    def _controlnet_shorthand(cls, value: Any) -> Any:
+        """Accept the CLI's `key=value,key=value` strings beside objects, and one unit alone."""
+        if value is None:
+            return []
+        if isinstance(value, str | dict | ControlNetUnit):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError("must be a list of ControlNet units")
+        return [parse_unit_text(item) if isinstance(item, str) else item for item in value]
+
     @model_validator(mode="after")
     def _cross_field(self) -> Params:
         if self.overlap >= self.context:
             raise ValueError(f"overlap {self.overlap} must be smaller than context batch size {self.context}")
         if self.video_source and self.video_path:
             raise ValueError("give either video_source or video_path, not both")
+        shared = self.video_path or self.video_source
+        for index, unit in enumerate(self.controlnet_units):
+            if unit.enabled and not unit.has_input and not shared:
+                raise ValueError(
+                    f"ControlNet unit {index} ({unit.model}) has no input: give it image= or batch_images=, "
+                    "or give --video-source or --video-path"
+                )
         return self
+
+    @property
+    def active_controlnet_units(self) -> list[ControlNetUnit]:
+        """The enabled units, in order."""
+        return [unit for unit in self.controlnet_units if unit.enabled]
 
     # --- derived values -----------------------------------------------------------------------------
     @property
@@ -289,15 +337,19 @@ def resolve_seed(seed: int) -> int:
 
 # Settings the model accepts (so payloads written for the reference validate) whose behaviour is
 # not built yet: refused by `check_supported`, hidden from the CLI's --help.
-NOT_BUILT_FIELDS = ("video_source", "video_path")
+NOT_BUILT_FIELDS: tuple[str, ...] = ()
 
 
 def check_supported(params: Params) -> None:
-    """Refuse settings whose behaviour is not built yet, rather than ignore them."""
-    pending = []
-    if params.video_source:
-        pending.append("video_source (video-to-video with ControlNet)")
-    if params.video_path:
-        pending.append("video_path (video-to-video with ControlNet)")
-    if pending:
-        raise NotSupportedYetError(f"not supported yet: {', '.join(pending)}")
+    """Refuse settings whose behaviour is not built yet, rather than ignore them.
+
+    A video source or frame folder feeds ControlNet units; without an enabled unit it would be
+    img2img / video-to-video from the frames themselves, which is not built yet.
+    """
+    if (params.video_source or params.video_path) and not params.active_controlnet_units:
+        given = "video_source" if params.video_source else "video_path"
+        raise NotSupportedYetError(
+            f"{given} without a ControlNet unit: video-to-video from the frames themselves (img2img) is "
+            "not supported yet; add a ControlNet unit (--controlnet model=NAME,module=canny) to follow "
+            "the video"
+        )

@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 
 from animdiff import __version__
+from animdiff.control_inputs import unit_hints
+from animdiff.control_units import ControlNetUnit
 from animdiff.decode import decode_frames
 from animdiff.errors import CancelledError, ParamsError
 from animdiff.interpolate.film import FilmInterpolator
@@ -40,6 +42,7 @@ from animdiff.prepare import FrameCounts, Job, prepare, resolve_device
 from animdiff.prompts.conditioning import frame_embeddings
 from animdiff.prompts.encode import PromptEncoder
 from animdiff.sampling.context import context_windows
+from animdiff.sampling.controlnet import ControlLayer, ControlUnit
 from animdiff.sampling.guidance import Conditioning, WindowedDenoiser
 from animdiff.sampling.loop import StepInfo, sample
 from animdiff.sampling.noise import frame_generators, initial_noise
@@ -54,13 +57,15 @@ PHASES = ("load", "encode", "denoise", "decode", "interpolate", "write")
 class Progress:
     """One progress event. `step`/`total` count the phase's work (model evaluations while
     denoising, frames while decoding, in-between frames while interpolating, files while
-    writing); `window`/`windows` are the context windows done in the current evaluation."""
+    writing); `window`/`windows` are the context windows done in the current evaluation.
+    `latents` (after each denoising step only) lets a server draw a preview without a VAE."""
 
     phase: str
     step: int = 0
     total: int = 0
     window: int = 0
     windows: int = 0
+    latents: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -70,9 +75,9 @@ def phase_totals(job: Job) -> dict[str, int]:
     """Each phase's total, known before the job starts (so a display never changes its total)."""
     params, counts = job.params, job.counts
     frames = counts.video_length
-    if uses_ping_pong(params.closed_loop, frames, params.context):
+    if uses_ping_pong(params.closed_loop, frames, counts.context):
         frames = max(2 * frames - 2, 1)
-    closed = is_closed_loop(params.closed_loop, counts.video_length, params.context)
+    closed = is_closed_loop(params.closed_loop, counts.video_length, counts.context)
     interpolate = film_inbetween_count(frames, params.interp_x, closed) if job.film_model else 0
     return {
         "load": 1,
@@ -92,6 +97,7 @@ class Result:
     seed: int
     latents: torch.Tensor
     warnings: list[str] = field(default_factory=list)
+    fps: int | None = None  # the rate written (None: the settings' own, else the default)
 
 
 @dataclass
@@ -179,8 +185,11 @@ class Animator:
             motion_module=models.motion_name,
             mm_hash=models.motion_hash,
             version=f"animdiff {__version__}",
+            fps=job.fps,
+            context=counts.context,
+            controlnets=self.controlnet_infotext(job),
         )
-        result = Result(images, {}, infotext, job.seed, latents, warnings)
+        result = Result(images, {}, infotext, job.seed, latents, warnings, job.fps)
         if job.out_dir is not None:
             total = len(select_formats(params.formats))
             emit(Progress("write", 0, total))
@@ -190,7 +199,7 @@ class Animator:
                 job.out_dir,
                 job.seed,
                 infotext,
-                OutputOptions.from_params(params),
+                OutputOptions.from_params(params, job.fps),
                 request_id=params.request_id,
             )
             emit(Progress("write", total, total))
@@ -257,7 +266,9 @@ class Animator:
             encoder, job.plan, params.negative_prompt, counts.batch, params.prompt_interpolation
         )
         emit(Progress("encode", 1, 1))
-        conditioning = Conditioning(cond.to(self.device), uncond.to(self.device), params.cfg_scale)
+        conditioning = Conditioning(
+            cond.to(self.device), uncond.to(self.device), params.cfg_scale, self.control_layer(job)
+        )
         generators = frame_generators(job.seed, counts.batch)
         noise = initial_noise(generators, params.height, params.width).to(self.device)
         total = job.model_evaluations
@@ -265,7 +276,7 @@ class Animator:
 
         def schedule(step: int) -> list[list[int]]:
             return context_windows(
-                step, counts.video_length, params.context, params.stride, counts.overlap, params.closed_loop
+                step, counts.video_length, counts.context, params.stride, counts.overlap, params.closed_loop
             )
 
         def check_cancel() -> None:
@@ -279,7 +290,7 @@ class Animator:
         def on_step(info: StepInfo) -> None:
             check_cancel()
             position["step"] = info.step + 1
-            emit(Progress("denoise", info.step + 1, total))
+            emit(Progress("denoise", info.step + 1, total, latents=info.latents))
 
         denoiser = WindowedDenoiser(
             models.video_model,
@@ -295,6 +306,37 @@ class Animator:
             denoiser, scheduler, noise, params.steps, generators=generators, callback=on_step
         ).float()
 
+    # --- ControlNet ------------------------------------------------------------------------------------
+
+    def control_layer(self, job: Job) -> ControlLayer | None:
+        """The job's ControlNet units with their hints (read and preprocessed once, kept as uint8
+        on the CPU; each window moves only its own frames' hints to the device)."""
+        if not job.controlnets:
+            return None
+        nets = self.cache.controlnets([unit.model for unit in job.controlnets])
+        params, total = job.params, job.model_evaluations
+        units = []
+        for prepared, net in zip(job.controlnets, nets, strict=True):
+            hints = unit_hints(prepared, job.counts.batch, params.width, params.height)
+            unit = prepared.unit
+            units.append(
+                ControlUnit(
+                    model=net.model,
+                    hints=torch.from_numpy(np.ascontiguousarray(hints)).permute(0, 3, 1, 2),
+                    weight=unit.weight,
+                    control_mode=unit.control_mode,
+                    applies=lambda step, unit=unit: unit.applies_at(step, total),
+                )
+            )
+        return ControlLayer(units)
+
+    def controlnet_infotext(self, job: Job) -> list[tuple[int, ControlNetUnit, str, str | None]]:
+        """(index, unit, model name, short hash) of each unit, for the infotext."""
+        return [
+            (unit.index, unit.unit, _model_name(unit.model), self.cache.short_hash(unit.model, 8))
+            for unit in job.controlnets
+        ]
+
     # --- after decoding -------------------------------------------------------------------------------
 
     def film(self, path: Path) -> FilmInterpolator:
@@ -306,10 +348,10 @@ class Animator:
 
     def postprocess(self, job: Job, frames: list[np.ndarray], emit: ProgressCallback) -> list[np.ndarray]:
         params, counts = job.params, job.counts
-        if uses_ping_pong(params.closed_loop, counts.video_length, params.context):
+        if uses_ping_pong(params.closed_loop, counts.video_length, counts.context):
             frames = ping_pong(frames)
         if job.film_model is not None:
-            closed = is_closed_loop(params.closed_loop, counts.video_length, params.context)
+            closed = is_closed_loop(params.closed_loop, counts.video_length, counts.context)
             frames = self.film(job.film_model).interpolate(
                 frames,
                 params.interp_x,
@@ -322,7 +364,7 @@ class Animator:
 def encode_outputs(result: Result, params: Params) -> dict[str, bytes | list[bytes]]:
     """The reference API's answer without files: each chosen video format as file bytes, and with
     `frame` every frame as PNG bytes (infotext embedded), in the order gif, mp4, webp, webm, frame."""
-    options = OutputOptions.from_params(params)
+    options = OutputOptions.from_params(params, result.fps)
     out: dict[str, bytes | list[bytes]] = {}
     for fmt in ("gif", "mp4", "webp", "webm"):
         if fmt in params.formats and fmt in ENCODABLE:
@@ -330,3 +372,7 @@ def encode_outputs(result: Result, params: Params) -> dict[str, bytes | list[byt
     if "frame" in params.formats:
         out["frame"] = encode_frames_png(result.frames, result.infotext)
     return out
+
+
+def _model_name(path: Path) -> str:
+    return path.stem if path.is_file() else path.name

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from animdiff.control_inputs import PreparedUnit, fewest_frames, prepare_units, source_fps
 from animdiff.errors import LoraError, OutputError, ParamsError
 from animdiff.models.detect import PE_LENGTH, Detected, Kind, detect_file
 from animdiff.models.lora import LoraRequest
 from animdiff.models.store import ModelStore, looks_like_hub_id
-from animdiff.params import Params, check_supported, resolve_seed
+from animdiff.params import DEFAULT_FPS, Params, check_supported, resolve_seed
 from animdiff.prompts.conditioning import PromptPlan, plan_prompts
 from animdiff.prompts.syntax import ExtraNetwork
 from animdiff.sampling.context import context_windows
@@ -38,11 +39,26 @@ class FrameCounts:
     video_length: int  # frames written (0 resolved to the context batch size)
     batch: int  # frames generated: max(video_length, context)
     overlap: int
+    context: int  # context batch size in use: the setting, capped by the control frames
 
     @classmethod
-    def resolve(cls, params: Params) -> FrameCounts:
+    def resolve(cls, params: Params, control_frames: int | None = None) -> FrameCounts:
+        """`control_frames`: the fewest frames among the ControlNet units' inputs, when any.
+
+        The reference's rules with control frames: a frame count above them is capped to them,
+        so is the context batch size, and 0 frames means all of them; the overlap is resolved
+        from the context batch size before any capping (and kept below the capped size).
+        """
+        overlap = params.resolved_overlap
         video_length = params.frames or params.context
-        return cls(video_length, max(video_length, params.context), params.resolved_overlap)
+        context = params.context
+        if control_frames is not None:
+            video_length = min(video_length, control_frames)
+            context = min(context, control_frames)
+            if params.frames == 0:
+                video_length = control_frames
+            overlap = min(overlap, context - 1)
+        return cls(video_length, max(video_length, context), overlap, context)
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,8 @@ class Job:
     model_evaluations: int  # denoiser calls in the sampling run (Heun at 20 steps: 39)
     windows_per_evaluation: tuple[int, int]  # fewest and most context windows of one call
     warnings: tuple[str, ...] = field(default=())
+    controlnets: tuple[PreparedUnit, ...] = field(default=())
+    fps: int = DEFAULT_FPS  # of the written animation: the user's, else the source video's, else 8
 
     def summary(self) -> list[str]:
         """What will run, in the words a user checks before waiting for it."""
@@ -76,7 +94,7 @@ class Job:
             f"checkpoint: {self.checkpoint}",
             f"motion module: {self.motion_module} ({self.motion_kind})",
             f"seed: {self.seed}",
-            f"frames: {frames}, context {self.params.context}, {windows} window(s) per step",
+            f"frames: {frames}, context {self.counts.context}, {windows} window(s) per step, {self.fps} fps",
             f"sampler: {self.params.sampler}, {self.params.steps} steps "
             f"({self.model_evaluations} model evaluations), device {self.device}",
         ]
@@ -84,6 +102,7 @@ class Job:
             f"LoRA: {lora.path.name} (unet {lora.unet_weight:g}, te {lora.te_weight:g})"
             for lora in self.loras
         ]
+        lines += [unit.describe() for unit in self.controlnets]
         if self.film_model is not None:
             lines.append(f"FILM: {self.film_model}")
         return lines
@@ -148,23 +167,26 @@ def prepare(
     check_supported(params)
     store.check()
     warnings: list[str] = []
-    counts = FrameCounts.resolve(params)
-    if not params.prompt.strip():
-        warnings.append("the prompt is empty: the animation follows the negative prompt and chance alone")
-    if 0 < params.frames < params.context:
-        warnings.append(
-            f"{params.frames} frames with context batch size {params.context}: {counts.batch} frames are "
-            f"generated and the first {params.frames} kept (the motion module needs a full context); "
-            f"set --context {params.frames} to generate only what is written"
-        )
     checkpoint, checkpoint_kind = _checkpoint(params, store)
     motion_module, motion = _motion_module(params, store)
     _check_context(params, motion_module, motion)
+    controlnets = prepare_units(params, store, checkpoint)
+    control_frames = fewest_frames(controlnets)
+    counts = FrameCounts.resolve(params, control_frames)
+    if not params.prompt.strip():
+        warnings.append("the prompt is empty: the animation follows the negative prompt and chance alone")
+    if counts.video_length < counts.context:
+        warnings.append(
+            f"{counts.video_length} frames with context batch size {counts.context}: {counts.batch} frames "
+            f"are generated and the first {counts.video_length} kept (the motion module needs a full "
+            f"context); set --context {counts.video_length} to generate only what is written"
+        )
+    warnings += _control_warnings(params, controlnets, control_frames, counts)
     plan = plan_prompts(
         params.prompt,
         video_length=counts.video_length,
         batch=counts.batch,
-        context=params.context,
+        context=counts.context,
         closed_loop=params.closed_loop,
     )
     loras = tuple(_prompt_loras(plan.networks, store) + _motion_loras(params, store))
@@ -186,10 +208,33 @@ def prepare(
         model_evaluations=evaluations,
         windows_per_evaluation=_window_counts(params, counts, evaluations),
         warnings=tuple(warnings),
+        controlnets=controlnets,
+        fps=params.fps or source_fps(controlnets) or DEFAULT_FPS,
     )
     if out_dir is not None:
         check_output_folder(out_dir)  # last: nothing is created for a job refused above
     return job
+
+
+def _control_warnings(
+    params: Params, controlnets: tuple[PreparedUnit, ...], control_frames: int | None, counts: FrameCounts
+) -> list[str]:
+    """What the ControlNet inputs change about the settings as given."""
+    warnings = []
+    if control_frames is not None and params.frames > control_frames:
+        warnings.append(
+            f"{params.frames} frames are capped to {control_frames}, the frames of the shortest "
+            "ControlNet input"
+        )
+    if counts.context < params.context:
+        warnings.append(
+            f"context batch size {params.context} is capped to {counts.context}, the frames of the "
+            "shortest ControlNet input"
+        )
+    if (params.video_source or params.video_path) and all(unit.unit.has_input for unit in controlnets):
+        given = "video_source" if params.video_source else "video_path"
+        warnings.append(f"{given} is not used: every ControlNet unit has its own input")
+    return warnings
 
 
 def _checkpoint(params: Params, store: ModelStore) -> tuple[Path | str, Kind | None]:
@@ -283,7 +328,7 @@ def _window_counts(params: Params, counts: FrameCounts, evaluations: int) -> tup
     sizes = set()
     for step in range(evaluations):
         windows = context_windows(
-            step, counts.video_length, params.context, params.stride, counts.overlap, params.closed_loop
+            step, counts.video_length, counts.context, params.stride, counts.overlap, params.closed_loop
         )
         sizes.add(len({tuple(w) for w in windows}))
     return min(sizes), max(sizes)

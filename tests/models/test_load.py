@@ -12,9 +12,17 @@ import torch
 from safetensors.torch import save_file
 
 from animdiff.errors import ModelFileError, ModelTypeError, NotSupportedYetError, OfflineError
+from animdiff.models import convert
 from animdiff.models.files import read_state_dict
 from animdiff.models.load import load_checkpoint, load_motion_module
-from animdiff.testing.factory import sd_checkpoint_state, tiny_motion_adapter, tiny_sd, write_checkpoint
+from animdiff.testing import layouts
+from animdiff.testing.factory import (
+    TINY_NORM_GROUPS,
+    sd_checkpoint_state,
+    tiny_motion_adapter,
+    tiny_sd,
+    write_checkpoint,
+)
 
 
 def assert_same_tensors(loaded: torch.nn.Module, reference: torch.nn.Module) -> None:
@@ -36,6 +44,39 @@ def test_ldm_checkpoint_loads_to_the_factory_tensors(models_dir: Path, reference
     assert_same_tensors(parts.text_encoder, reference_sd.text_encoder)
     assert list(parts.unet.config.block_out_channels) == [32, 32, 64, 64]
     assert parts.vae.config.scaling_factor == pytest.approx(0.18215)
+
+
+def test_loader_rebuilds_the_norm_groups_the_files_were_written_with(animator, tiny_params) -> None:
+    """No file stores its GroupNorm group count, and equal tensors under other groups compute
+    something else: the loader must arrive at the factory's count from the widths alone."""
+    models = animator.load(tiny_params())
+    loaded = (
+        models.parts.unet.config.norm_num_groups,
+        models.parts.vae.config.norm_num_groups,
+        models.motion.adapter.config.motion_norm_num_groups,
+    )
+    assert loaded == (TINY_NORM_GROUPS,) * 3
+    motion_norms = {
+        m.num_groups for n, m in models.unet.named_modules() if n.endswith("motion_modules.0.norm.norm")
+    }
+    assert motion_norms == {TINY_NORM_GROUPS}
+
+
+def test_published_widths_keep_sd_32_norm_groups() -> None:
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+
+    with torch.device("meta"):  # the published architectures' shapes, without their memory
+        unet = UNet2DConditionModel(**convert.shipped_config("sd15_unet.json"))
+        vae = AutoencoderKL(**convert.shipped_config("sd15_vae.json"))
+        adapter = MotionAdapter(**convert.shipped_config("motion_adapter.json"))
+    checkpoint = {
+        **layouts.unet_to_ldm(unet.state_dict(), unet.config),
+        **layouts.vae_to_ldm(vae.state_dict(), vae.config),
+    }
+    motion = layouts.motion_to_guoyww(adapter.state_dict())
+    assert convert.unet_config_from_ldm(checkpoint)["norm_num_groups"] == 32
+    assert convert.vae_config_from_ldm(checkpoint)["norm_num_groups"] == 32
+    assert convert.motion_config_from_guoyww(motion, 32)["motion_norm_num_groups"] == 32
 
 
 def test_lightning_ckpt_loads_through_safe_unpickling(tmp_path: Path, reference_sd) -> None:

@@ -18,6 +18,11 @@ from animdiff.models.lora import LoraRequest, apply_loras, read_lora
 from animdiff.models.motion_unet import MotionUNet
 from animdiff.testing.lora import kohya_lora_state
 
+# Every test here claims an exact merge or restore (or one float32 rounding of it).
+pytestmark = pytest.mark.numerics
+
+# A merged weight is W + scale * up @ down in float32: a few roundings of a rank-4 sum, ~1e-7
+# relative whatever the kernels; nothing downstream amplifies it.
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 PROJ_IN = "down_blocks.0.attentions.0.proj_in"

@@ -226,6 +226,7 @@ def span_coefficients(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tu
     return coeffs, residual
 
 
+@pytest.mark.numerics
 @settings(max_examples=40, deadline=None)
 @given(
     st.integers(min_value=0, max_value=2**31),
@@ -258,6 +259,7 @@ def test_interpolated_frames_between_keyframes(
     assert torch.equal(linear[end], b) and torch.equal(spherical[end], b)
 
 
+@pytest.mark.numerics
 def test_slerp_endpoints_and_midpoint() -> None:
     a = torch.tensor([1.0, 0.0], dtype=torch.float64)
     b = torch.tensor([0.0, 2.0], dtype=torch.float64)
@@ -267,18 +269,21 @@ def test_slerp_endpoints_and_midpoint() -> None:
     assert torch.allclose(slerp(a, b, 0.5), half)
 
 
+@pytest.mark.numerics
 def test_slerp_nearly_parallel_is_linear() -> None:
     a = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
     b = torch.tensor([3.0, 0.01, 0.0], dtype=torch.float64)
     assert torch.equal(slerp(a, b, 0.3), lerp(a, b, 0.3))
 
 
+@pytest.mark.numerics
 def test_slerp_zero_tensor_is_linear() -> None:
     a = torch.zeros(3)
     b = torch.ones(3)
     assert torch.equal(slerp(a, b, 0.25), torch.full((3,), 0.25))
 
 
+@pytest.mark.numerics
 def test_half_precision_is_computed_in_float32_and_returned_as_half() -> None:
     a, b = (t.to(torch.float16) for t in embeddings(1))
     out = slerp(a, b, 0.4)
@@ -375,6 +380,7 @@ def test_cli_subprocess() -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1
@@ -390,6 +396,7 @@ def test_cli_subprocess_error() -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,
     )
     assert done.returncode == 2
     assert done.stdout == ""

@@ -82,6 +82,7 @@ def test_overwrite_follows_the_output_dtype() -> None:
 # --- weighted ----------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("method", ["flat", "pyramid"])
 def test_weighted_mean_by_hand(method: str) -> None:
     fuser = WindowFuser(method, torch.zeros(5, 2, dtype=torch.float64))
@@ -103,6 +104,7 @@ def test_weighted_uncovered_frames_stay_zero() -> None:
     assert torch.equal(result[[1, 2]], torch.full((2, 3), 5.0))
 
 
+@pytest.mark.numerics
 def test_weighted_half_outputs_come_back_half() -> None:
     fuser = WindowFuser("flat", torch.zeros(2, 2, dtype=torch.float16))
     fuser.add([0, 1], rows(1, 2).half())
@@ -141,6 +143,7 @@ def covered_schedules(draw: st.DrawFn) -> tuple[int, list[list[int]]]:
     return frames, windows
 
 
+@pytest.mark.numerics
 @settings(max_examples=150, deadline=None)
 @given(
     covered_schedules(),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from animdiff.models.controlnet import ControlNet
 from animdiff.models.files import sha256_of
 from animdiff.models.hub import fetch_checkpoint
 from animdiff.models.load import (
@@ -24,6 +25,7 @@ from animdiff.models.load import (
     load_motion_module,
 )
 from animdiff.models.motion_unet import MotionUNet
+from animdiff.sampling.controlnet import Residuals
 
 FileKey = tuple[str, int, int]
 
@@ -44,15 +46,26 @@ class LoadedModels:
     motion_hash: str | None
 
     def video_model(
-        self, sample: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        embeddings: torch.Tensor,
+        residuals: Residuals | None = None,
     ) -> torch.Tensor:
         """The UNet call on the model's device and in its dtype, returning float32 eps where the
-        sample was: callers never have to know where the model lives."""
+        sample was: callers never have to know where the model lives. `residuals` are the
+        ControlNet outputs for these rows, when a ControlNet acts."""
         device, dtype = self.unet.device, self.unet.dtype
+        if residuals is not None:
+            residuals = Residuals(
+                [r.to(device=device, dtype=dtype) for r in residuals.down],
+                residuals.mid.to(device=device, dtype=dtype),
+            )
         eps = self.unet(
             sample.to(device=device, dtype=dtype),
             timestep.to(device) if isinstance(timestep, torch.Tensor) else timestep,
             embeddings.to(device=device, dtype=dtype),
+            residuals,
         )
         return eps.to(device=sample.device, dtype=torch.float32)
 
@@ -65,6 +78,7 @@ class ModelCache:
         self._motion: tuple[FileKey, MotionModule] | None = None
         self._unet: tuple[tuple[FileKey, FileKey, str], MotionUNet] | None = None
         self._hashes: dict[FileKey, str] = {}
+        self._controlnets: dict[FileKey, ControlNet] = {}
 
     def checkpoint(self, source: Path | str) -> StableDiffusionParts:
         path = fetch_checkpoint(source) if isinstance(source, str) else source
@@ -116,6 +130,22 @@ class ModelCache:
             motion_hash=self.short_hash(motion.path, 8),
         )
 
+    def controlnets(self, paths: list[Path]) -> list[ControlNet]:
+        """The ControlNets of a job, in order. Those of the previous job that this one does not use
+        are released; a file replaced on disk (or a folder whose weights changed) is reloaded."""
+        from animdiff.models.controlnet import load_controlnet
+
+        keys = [_controlnet_key(path) for path in paths]
+        kept = {key: net for key, net in self._controlnets.items() if key in keys}
+        self._controlnets = kept
+        with torch.inference_mode(False), torch.no_grad():
+            for key, path in zip(keys, paths, strict=True):
+                if key not in self._controlnets:
+                    net = load_controlnet(path, self.dtype)
+                    net.model.to(self.device)
+                    self._controlnets[key] = net
+        return [self._controlnets[key] for key in keys]
+
     def short_hash(self, path: Path, digits: int) -> str | None:
         """A1111's short model hash (first hex digits of the file's SHA-256); None for folders."""
         if not path.is_file():
@@ -124,6 +154,13 @@ class ModelCache:
         if key not in self._hashes:
             self._hashes[key] = sha256_of(path)
         return self._hashes[key][:digits]
+
+
+def _controlnet_key(path: Path) -> FileKey:
+    if path.is_dir():
+        weights = sorted(p for p in path.iterdir() if p.name.startswith("diffusion_pytorch_model"))
+        return file_key(weights[0] if weights else path / "config.json")
+    return file_key(path)
 
 
 def _display_name(path: Path) -> str:

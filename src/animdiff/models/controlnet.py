@@ -189,11 +189,13 @@ def controlnet_config_from_ldm(control: Tensors) -> dict[str, Any]:
         raise ModelFileError(f"not a complete ControlNet: it has no {exc.args[0]}") from None
     for key in (
         "block_out_channels",
+        "norm_num_groups",
         "layers_per_block",
         "down_block_types",
         "in_channels",
         "cross_attention_dim",
         "use_linear_projection",
+        "norm_num_groups",  # the UNet's, whatever rule sets it: a ControlNet copies its encoder
     ):
         config[key] = unet[key]
     hint = sorted(int(m[1]) for k in control if (m := re.fullmatch(r"input_hint_block\.(\d+)\.weight", k)))

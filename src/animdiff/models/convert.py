@@ -4,14 +4,15 @@ A single-file checkpoint (LDM layout) or a guoyww motion module carries no confi
 JSON files in `configs/` hold the published SD1.5 / AnimateDiff architecture; everything a
 file's tensor shapes can tell (channel counts, depth, widths, positional-encoding length, mid
 block) is read from the file and overrides them, so one code path serves real files and the
-tiny test models alike. What shapes cannot tell (head counts, norm groups) comes from the JSON.
+tiny test models alike. What shapes cannot tell (head counts) comes from the JSON; norm groups are
+SD's 32 for every published width (see `norm_groups`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -29,6 +30,8 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIXES = ("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer.")
 CLIP_HEAD_WIDTH = 64
+PUBLISHED_NORM_GROUPS = 32
+NARROW_CHANNELS_PER_GROUP = 4
 
 Tensors = Mapping[str, torch.Tensor]
 
@@ -42,6 +45,17 @@ def _shipped(name: str) -> dict[str, Any]:
 def shipped_config(name: str) -> dict[str, Any]:
     """A fresh copy of one of the JSON architecture files."""
     return json.loads(json.dumps(_shipped(name)))
+
+
+def norm_groups(widths: Iterable[int]) -> int:
+    """GroupNorm groups for a model of these block widths, which no file stores.
+
+    Every published SD1.5 model, VAE and motion module is at least 320 channels wide and has 32
+    groups. Narrower ones are our tiny test models: 32 groups of one or two channels would
+    normalise a handful of values at their 1x1 level and amplify float rounding a thousandfold,
+    so they have groups of 4 channels (8 groups at 32 channels), and this is how the loader knows.
+    """
+    return min(PUBLISHED_NORM_GROUPS, min(widths) // NARROW_CHANNELS_PER_GROUP)
 
 
 def _count(keys: list[str], pattern: str) -> int:
@@ -72,6 +86,7 @@ def unet_config_from_ldm(sd: Tensors) -> dict[str, Any]:
         channels.append(out[0])
         attn.append(any(k.startswith(f"input_blocks.{first}.1.") for k in keys))
     config["block_out_channels"] = channels
+    config["norm_num_groups"] = norm_groups(channels)
     config["layers_per_block"] = layers
     config["down_block_types"] = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn]
     config["up_block_types"] = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)]
@@ -101,6 +116,7 @@ def vae_config_from_ldm(sd: Tensors) -> dict[str, Any]:
     if n == 0:
         raise ModelFileError("the checkpoint has no VAE (first_stage_model.*) weights")
     config["block_out_channels"] = [shape[f"encoder.down.{i}.block.0.conv2.weight"][0] for i in range(n)]
+    config["norm_num_groups"] = norm_groups(config["block_out_channels"])
     config["layers_per_block"] = _count(keys, r"encoder\.down\.0\.block\.(\d+)\.")
     config["down_block_types"] = ["DownEncoderBlock2D"] * n
     config["up_block_types"] = ["UpDecoderBlock2D"] * n
@@ -158,6 +174,7 @@ def motion_config_from_guoyww(sd: Tensors, pe_length: int) -> dict[str, Any]:
     config["block_out_channels"] = [
         sd[f"down_blocks.{b}.motion_modules.0.temporal_transformer.proj_in.weight"].shape[0] for b in range(n)
     ]
+    config["motion_norm_num_groups"] = norm_groups(config["block_out_channels"])
     config["motion_layers_per_block"] = _count(keys, r"down_blocks\.0\.motion_modules\.(\d+)\.")
     config["use_motion_mid_block"] = any(k.startswith("mid_block.") for k in keys)
     config["motion_max_seq_length"] = pe_length

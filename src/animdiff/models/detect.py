@@ -8,6 +8,7 @@ detector mistakes for AnimateLCM, so LoRA-shaped keys are recognised first.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -210,12 +211,30 @@ def _vae(keys: list[str], shapes: Shapes) -> Detected | None:
 
 
 def detect_file(path: Path) -> Detected:
-    """Classify a file or a diffusers folder; raises ModelFileError for unreadable files."""
-    from animdiff.models.files import is_torchscript, read_shapes
+    """Classify a file or a diffusers folder; raises ModelFileError for unreadable files.
 
+    Results are remembered per file identity (path, size, modification time): a `.ckpt` has to
+    be unpickled whole to be classified, and prepare, the model listing and a server's submit
+    ask about the same files again and again.
+    """
     path = Path(path)
     if path.is_dir():
         return _detect_folder(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return _detect_uncached(path)  # reading it will say what is wrong
+    return _detect_remembered(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _detect_remembered(path: str, size: int, mtime_ns: int) -> Detected:
+    return _detect_uncached(Path(path))
+
+
+def _detect_uncached(path: Path) -> Detected:
+    from animdiff.models.files import is_torchscript, read_shapes
+
     if is_torchscript(path):
         return Detected(Kind.FILM if path.name.lower().startswith("film") else Kind.TORCHSCRIPT)
     return detect(read_shapes(path))

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import animdiff
+from animdiff.control_units import ControlNetUnit
 from animdiff.errors import ParamsError
-from animdiff.params import MotionLora, Params
+from animdiff.params import DEFAULT_FPS, MotionLora, Params
 
 NEGATIVE = "Negative prompt: "
 ANIMATEDIFF = "AnimateDiff"
+CONTROLNET = "ControlNet"
 
 # Settings animdiff has and the reference has not; written only when not at these values.
 OWN_DEFAULTS = {"fuse": "overwrite", "prompt_interpolation": "slerp", "groupnorm": "reference"}
@@ -60,6 +63,70 @@ def parse_motion_loras(text: str) -> list[dict[str, Any]]:
     return out
 
 
+# The ControlNet extension's infotext keys -> unit fields, in the order it writes them.
+_CONTROLNET_KEYS = (
+    ("Module", "module"),
+    ("Model", "model"),
+    ("Weight", "weight"),
+    ("Resize Mode", "resize_mode"),
+    ("Processor Res", "processor_res"),
+    ("Threshold A", "threshold_a"),
+    ("Threshold B", "threshold_b"),
+    ("Guidance Start", "guidance_start"),
+    ("Guidance End", "guidance_end"),
+    ("Pixel Perfect", "pixel_perfect"),
+    ("Control Mode", "control_mode"),
+)
+_CONTROLNET_ITEM = re.compile(r"([A-Z][A-Za-z ]*): (.*)", re.DOTALL)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and not isinstance(value, float) else repr(value)
+
+
+def format_controlnet(unit: ControlNetUnit, model_name: str, short_hash: str | None = None) -> str:
+    """One unit as the ControlNet extension records it (thresholds a preprocessor lacks are -1)."""
+    from animdiff.control.preprocess import find_preprocessor
+
+    entry = find_preprocessor(unit.module)
+    a, b = unit.thresholds
+    values = {
+        "module": unit.module,
+        "model": f"{model_name} [{short_hash}]" if short_hash else model_name,
+        "weight": repr(float(unit.weight)),
+        "resize_mode": unit.resize_mode,
+        "processor_res": unit.processor_res,
+        "threshold_a": _number(a) if entry.threshold_a is not None else -1,
+        "threshold_b": _number(b) if entry.threshold_b is not None else -1,
+        "guidance_start": repr(float(unit.guidance_start)),
+        "guidance_end": repr(float(unit.guidance_end)),
+        "pixel_perfect": unit.pixel_perfect,
+        "control_mode": unit.control_mode,
+    }
+    return ", ".join(f"{key}: {values[name]}" for key, name in _CONTROLNET_KEYS)
+
+
+def parse_controlnet(text: str) -> dict[str, Any]:
+    """A `ControlNet N` value back into unit settings (the model without its hash)."""
+    items: list[list[str]] = []
+    for piece in text.split(", "):
+        match = _CONTROLNET_ITEM.fullmatch(piece)
+        if match is None and items:
+            items[-1][1] += ", " + piece  # a value that held ", " (a model name)
+        elif match is not None:
+            items.append([match.group(1), match.group(2)])
+    names = dict(_CONTROLNET_KEYS)
+    unit: dict[str, Any] = {}
+    for key, value in items:
+        if key in names:
+            unit[names[key]] = value
+    if "model" not in unit:
+        raise ParamsError(f"infotext: cannot read ControlNet unit {text!r} (no Model)")
+    if "pixel_perfect" in unit:
+        unit["pixel_perfect"] = unit["pixel_perfect"].strip().lower() == "true"
+    return unit
+
+
 def build_infotext(
     params: Params,
     *,
@@ -72,9 +139,15 @@ def build_infotext(
     motion_module: str | None = None,
     mm_hash: str | None = None,
     version: str | None = None,
+    fps: int | None = None,
+    context: int | None = None,
+    controlnets: Sequence[tuple[int, ControlNetUnit, str, str | None]] = (),
 ) -> str:
     """The text for one result; `seed`, `frames` and `overlap` are the resolved values, and
     `generated` the frames sampled when more than `frames` (recorded so the text says so).
+    `fps` and `context` are the resolved rate and context batch size (default: the settings').
+    `controlnets` are (index, unit, model name, short hash) of the units used, written as the
+    ControlNet extension writes them (`ControlNet 0: "Module: canny, Model: name [hash], ..."`).
 
     `model_name` and `motion_module` default to the names in `params`; pass the resolved names
     (checkpoint name without extension, module file name) when they are known.
@@ -90,7 +163,14 @@ def build_infotext(
         ("Model hash", model_hash or None),
         ("Model", model or None),
         ("Clip skip", params.clip_skip if params.clip_skip > 1 else None),
-        (ANIMATEDIFF, _animatediff_value(params, module, frames, overlap, mm_hash, generated)),
+        (
+            ANIMATEDIFF,
+            _animatediff_value(params, module, frames, overlap, mm_hash, generated, fps, context),
+        ),
+        *(
+            (f"{CONTROLNET} {index}", format_controlnet(unit, name, short_hash))
+            for index, unit, name, short_hash in controlnets
+        ),
         ("Version", version if version is not None else f"animdiff {animdiff.__version__}"),
     ]
     line = ", ".join(f"{key}: {quote(str(value))}" for key, value in fields if value is not None)
@@ -109,14 +189,16 @@ def _animatediff_value(
     overlap: int,
     mm_hash: str | None,
     generated: int | None = None,
+    fps: int | None = None,
+    context: int | None = None,
 ) -> str:
     items: list[tuple[str, object]] = [
         ("model", module or None),
         ("video_length", frames),
-        ("fps", params.fps),
+        ("fps", fps or params.fps or DEFAULT_FPS),
         ("loop_number", params.loop_number),
         ("closed_loop", params.closed_loop),
-        ("batch_size", params.context),
+        ("batch_size", context or params.context),
         ("stride", params.stride),
         ("overlap", overlap),
         ("interp", params.interp),
@@ -255,6 +337,13 @@ def params_from_infotext(text: str) -> dict[str, Any]:
         out["height"] = _convert("Size", height, int)
     if f"{ANIMATEDIFF} motion_lora" in fields:
         out["motion_loras"] = parse_motion_loras(fields[f"{ANIMATEDIFF} motion_lora"])
+    units = sorted(
+        (int(key.split()[1]), value)
+        for key, value in fields.items()
+        if re.fullmatch(rf"{CONTROLNET} \d+", key)
+    )
+    if units:
+        out["controlnet_units"] = [parse_controlnet(value) for _, value in units]
     return out
 
 

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from animdiff.params import Params
 
 
-
 @dataclass(frozen=True)
 class OutputOptions:
     """How to encode: timing, looping and the per-format quality settings."""
@@ -48,9 +47,12 @@ class OutputOptions:
             raise ParamsError(f"mp4_tune {self.mp4_tune!r}: choose from {', '.join(X264_TUNES)}")
 
     @classmethod
-    def from_params(cls, params: Params) -> OutputOptions:
+    def from_params(cls, params: Params, fps: int | None = None) -> OutputOptions:
+        """The options of a job; `fps` is the job's resolved rate (the user's, the source's, or 8)."""
+        from animdiff.params import DEFAULT_FPS
+
         return cls(
-            fps=params.fps,
+            fps=fps or params.fps or DEFAULT_FPS,
             loop_number=params.loop_number,
             gif_palette=params.gif_palette,
             gif_gifsicle=params.gif_gifsicle,

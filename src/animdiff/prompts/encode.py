@@ -74,4 +74,8 @@ def _apply_emphasis(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     """Token weights, then each chunk rescaled back to its original mean (A1111's "Original")."""
     original_mean = hidden.mean(dim=(1, 2), keepdim=True)
     weighted = hidden * weights.unsqueeze(-1)
-    return weighted * (original_mean / weighted.mean(dim=(1, 2), keepdim=True))
+    # A chunk whose weights are all 1 is unchanged (A1111's rescale is then exactly 1); skipping it
+    # keeps a chunk whose mean happens to be 0 from becoming 0/0.
+    changed = (weights != 1.0).any(dim=1).view(-1, 1, 1)
+    ratio = torch.where(changed, original_mean / weighted.mean(dim=(1, 2), keepdim=True), 1.0)
+    return weighted * ratio

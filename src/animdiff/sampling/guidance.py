@@ -3,9 +3,10 @@
 `WindowedDenoiser` is the callable the sampling loop sees. Each call asks the window schedule
 for this model evaluation's windows, evaluates each distinct window once (several per UNet call
 when allowed), with the cond video and the uncond video of a window in one batch and the
-per-frame prompt embeddings sliced with the window's frame indices, then combines the guided
-outputs per frame with the chosen fuse method. A window that the schedule repeats inside one
-step gives the same output again, so it is computed once and fused at every position it has.
+per-frame prompt embeddings and ControlNet hints sliced with the window's frame indices (in one
+place, `guided_windows`), then combines the guided outputs per frame with the chosen fuse
+method. A window that the schedule repeats inside one step gives the same output again, so it
+is computed once and fused at every position it has.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from dataclasses import dataclass
 
 import torch
 
+from animdiff.sampling.controlnet import ControlLayer
 from animdiff.sampling.fuse import WindowFuser
 
 WindowSchedule = Callable[[int], list[list[int]]]
 # (windows done, distinct windows) after each model call: progress, and a place to cancel between calls
 WindowCallback = Callable[[int, int], None]
-# (videos, C, frames, h, w), timestep, (videos * frames, tokens, width) -> eps like the sample
-VideoModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (videos, C, frames, h, w), timestep, (videos * frames, tokens, width) -> eps like the sample;
+# called with a fourth argument, the ControlNet residuals, only when a ControlNet acts.
+VideoModel = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Conditioning:
     cond: torch.Tensor  # (frames, tokens, width)
     uncond: torch.Tensor  # (1, tokens, width): the negative prompt is the same for every frame
     scale: float
+    control: ControlLayer | None = None  # ControlNet units with their per-frame hints
 
     @property
     def guided(self) -> bool:
@@ -44,18 +48,36 @@ def guided_windows(
     t: torch.Tensor,
     windows: list[list[int]],
     conditioning: Conditioning,
+    step: int = 0,
 ) -> torch.Tensor:
-    """Guided eps for several windows in one model call: (windows, window length, C, h, w)."""
+    """Guided eps for several windows in one model call: (windows, window length, C, h, w).
+
+    The one place where per-frame inputs are cut to the windows' frames: latents, prompt
+    embeddings and each ControlNet unit's hints are indexed with the same frame list. `step` is
+    the model evaluation (from 0), which decides the ControlNet units that act.
+    """
     index = torch.tensor(windows, device=x.device)
+    rows = index.flatten()
     videos = x[index].permute(0, 2, 1, 3, 4)  # (windows, C, length, h, w)
-    cond = conditioning.cond[index.flatten().to(conditioning.cond.device)]
-    if conditioning.guided:
-        uncond = conditioning.uncond.expand(cond.shape[0], -1, -1)
-        eps = model(torch.cat([videos, videos]), t, torch.cat([cond, uncond]))
+    cond = conditioning.cond[rows.to(conditioning.cond.device)]
+    guided = conditioning.guided
+    if guided:
+        batch = torch.cat([videos, videos])
+        embeddings = torch.cat([cond, conditioning.uncond.expand(cond.shape[0], -1, -1)])
+    else:
+        batch, embeddings = videos, cond
+    extra = []
+    control = conditioning.control
+    if control is not None:
+        hints = [h[rows.to(h.device)] for h in control.hints]
+        sample_rows = batch.permute(0, 2, 1, 3, 4).flatten(0, 1)  # the UNet's rows: video-major
+        residuals = control.residuals(sample_rows, t, embeddings, hints, step=step, guided=guided)
+        if residuals is not None:
+            extra.append(residuals)
+    eps = model(batch, t, embeddings, *extra)
+    if guided:
         eps_cond, eps_uncond = eps.chunk(2)
         eps = eps_uncond + conditioning.scale * (eps_cond - eps_uncond)
-    else:
-        eps = model(videos, t, cond)
     return eps.permute(0, 2, 1, 3, 4)
 
 
@@ -87,13 +109,14 @@ class WindowedDenoiser:
         self.step = 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        windows = self.schedule(self.step)
+        step = self.step
+        windows = self.schedule(step)
         self.step += 1
         distinct = list(dict.fromkeys(tuple(w) for w in windows))
         outputs: dict[tuple[int, ...], torch.Tensor] = {}
         for start in range(0, len(distinct), self.windows_per_call):
             group = distinct[start : start + self.windows_per_call]
-            eps = guided_windows(self.model, x, t, [list(w) for w in group], self.conditioning)
+            eps = guided_windows(self.model, x, t, [list(w) for w in group], self.conditioning, step)
             outputs.update(zip(group, eps, strict=True))
             if self.on_window is not None:
                 self.on_window(len(outputs), len(distinct))

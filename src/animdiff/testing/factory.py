@@ -1,11 +1,16 @@
 """Tiny models with the real architectures, written in the real on-disk layouts.
 
 The SD1.5 checkpoint, the motion modules and the rest are built from the same diffusers and
-transformers classes as the real ones, at toy width (32-64 channels instead of 320-1280, which
-keeps GroupNorm's 32 groups valid), and saved with the key names, containers and extras of the
-published files. Tests, `make demo` and the benchmarks load them through the same code path a
-user's files take. Weights are rounded to float16 precision so that files stored in float16
-reload bit-exactly into float32 modules.
+transformers classes as the real ones, at toy width (32-64 channels instead of 320-1280), and
+saved with the key names, containers and extras of the published files. Tests, `make demo` and
+the benchmarks load them through the same code path a user's files take. Weights are rounded to
+float16 precision so that files stored in float16 reload bit-exactly into float32 modules.
+
+Their norms have 8 groups, not SD's 32. At the 64x64 pixels the tests draw, the deepest UNet
+level is 1x1, where 32 groups of 64 channels normalise 2 values each: their spread can be as small
+as 4e-5, so the norm amplifies float rounding a thousandfold and results depend on which CPU
+kernels (AVX-512, AVX2, default) ran. With 8 groups every norm sees at least 8 values; the
+loader derives the same count from the widths (`convert.norm_groups`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from animdiff.testing import layouts
 from animdiff.testing.film import write_film_standin
 
 TINY_CHANNELS = (32, 32, 64, 64)
+TINY_NORM_GROUPS = 8
 TINY_TEXT_WIDTH = 32
 
 
@@ -45,13 +51,23 @@ def _round_to_half(module: torch.nn.Module) -> torch.nn.Module:
 
 def tiny_unet_config() -> dict:
     config = shipped_config("sd15_unet.json")
-    config.update(block_out_channels=list(TINY_CHANNELS), cross_attention_dim=TINY_TEXT_WIDTH, sample_size=8)
+    config.update(
+        block_out_channels=list(TINY_CHANNELS),
+        norm_num_groups=TINY_NORM_GROUPS,
+        cross_attention_dim=TINY_TEXT_WIDTH,
+        sample_size=8,
+    )
     return config
 
 
 def tiny_vae_config() -> dict:
     config = shipped_config("sd15_vae.json")
-    config.update(block_out_channels=list(TINY_CHANNELS), layers_per_block=1, sample_size=64)
+    config.update(
+        block_out_channels=list(TINY_CHANNELS),
+        norm_num_groups=TINY_NORM_GROUPS,
+        layers_per_block=1,
+        sample_size=64,
+    )
     return config
 
 
@@ -67,11 +83,26 @@ def tiny_text_config() -> dict:
     return config
 
 
+def _trained_looking_layer_norms(text_encoder: CLIPTextModel) -> CLIPTextModel:
+    """Layer norms with affine values away from the (1, 0) initialisation, as trained ones have.
+
+    With a zero bias every token of the output averages to zero, and A1111's emphasis rescales
+    a weighted prompt by the ratio of two such averages, ~1e-8 over ~1e-8: an arbitrary factor,
+    or 0/0. Trained encoders' outputs average far from zero; the tiny one's must too.
+    """
+    with torch.no_grad():
+        for module in text_encoder.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_(1.0, 0.1)
+                module.bias.normal_(0.5, 0.25)
+    return text_encoder
+
+
 def tiny_sd(seed: int = 0) -> TinySD:
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**tiny_unet_config())
     vae = AutoencoderKL(**tiny_vae_config())
-    text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_config()))
+    text_encoder = _trained_looking_layer_norms(CLIPTextModel(CLIPTextConfig(**tiny_text_config())))
     return TinySD(_round_to_half(unet), _round_to_half(vae), _round_to_half(text_encoder))
 
 
@@ -110,6 +141,7 @@ def tiny_motion_adapter(version: str) -> MotionAdapter:
     sdxl = version in ("sdxl-beta", "hotshot")
     config.update(
         block_out_channels=list(TINY_CHANNELS[1:] if sdxl else TINY_CHANNELS),
+        motion_norm_num_groups=TINY_NORM_GROUPS,
         use_motion_mid_block=version in ("v2", "animatelcm"),
         motion_max_seq_length=24 if version in ("v1", "hotshot") else 32,
     )
@@ -172,6 +204,9 @@ def write_models_dir(root: Path) -> dict[str, Path]:
     from animdiff.testing.lora import write_lora_files  # here: it imports this module
 
     written.update(write_lora_files(root, sd))
+    from animdiff.testing.controlnet import write_tiny_controlnets  # here: it imports this module
+
+    written.update(write_tiny_controlnets(root, sd))
     # Where Deforum keeps FILM inside an A1111 models folder, so `--interp FILM` finds it.
     written["film"] = write_film_standin(root / "Deforum" / "film_interpolation" / "film_net_fp16.pt")
     return written

@@ -1,0 +1,162 @@
+"""ControlNet units from settings to hints: resolved and probed before sampling, read once per job.
+
+`prepare_units` (called by `prepare`) resolves each enabled unit's ControlNet file through the
+models folder, checks what the file is (an SDXL ControlNet with an SD1.5 checkpoint is refused,
+naming both files), picks the unit's input by the A1111 extension's precedence (the unit's own
+`image` / `batch_images` > `video_path` > `video_source`) and probes it (frame count, rate,
+size) without decoding it. `unit_hints` (called by the run) reads the frames the job needs,
+resized to the generation size while they are read, and runs the preprocessor on them.
+
+The frame-count rules that follow from the inputs are in `prepare.FrameCounts`; this module only
+reports how many frames each input has (`PreparedUnit.frames`, None for a single image, which is
+used for every frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from animdiff.control_units import ControlNetUnit
+from animdiff.errors import ModelTypeError, NotSupportedYetError
+from animdiff.models.detect import Kind, detect_file
+from animdiff.models.store import ModelStore
+from animdiff.params import Params
+
+
+@dataclass(frozen=True)
+class PreparedUnit:
+    """An enabled unit with its ControlNet file and its probed input."""
+
+    index: int  # position in `Params.controlnet_units` (the infotext's "ControlNet N")
+    unit: ControlNetUnit
+    model: Path
+    source: Path  # an image file, a frame folder or a video file
+    source_kind: str  # "image", "folder", "video" or "animation"
+    frames: int | None  # frames the input has; None for one image used for every frame
+    size: tuple[int, int]  # (width, height) of the input as displayed
+    fps: Fraction | None  # the input's own rate (video files only)
+
+    def describe(self) -> str:
+        count = "1 image for every frame" if self.frames is None else f"{self.frames} frames"
+        return (
+            f"ControlNet {self.index}: {self.model.name}, {self.unit.module}, weight {self.unit.weight:g}, "
+            f"input {self.source} ({count}, {self.size[0]}x{self.size[1]})"
+        )
+
+
+def prepare_units(params: Params, store: ModelStore, checkpoint: Path | str) -> tuple[PreparedUnit, ...]:
+    """Every enabled unit resolved and probed; raises an `AnimdiffError` naming the file at fault."""
+    from animdiff.models.controlnet import require_controlnet
+
+    prepared = []
+    for index, unit in enumerate(params.controlnet_units):
+        if not unit.enabled:
+            continue
+        path = store.resolve(unit.model, "controlnet")
+        found = detect_file(path)
+        if found.kind is Kind.CONTROLNET_SDXL:
+            raise ModelTypeError(
+                f"ControlNet unit {index}: {path} is an SDXL ControlNet; it does not fit the SD1.5 "
+                f"checkpoint {checkpoint} (SDXL checkpoints are not supported yet)"
+            )
+        require_controlnet(path, found)
+        _require_runnable_preprocessor(index, unit)
+        prepared.append(_probe_input(index, unit, path, params))
+    return tuple(prepared)
+
+
+def _require_runnable_preprocessor(index: int, unit: ControlNetUnit) -> None:
+    """Model-based preprocessors are listed (so their names are known) but cannot run yet."""
+    from animdiff.control import PREPROCESSORS, find_preprocessor
+
+    entry = find_preprocessor(unit.module)
+    if not entry.available:
+        needs = entry.weights.install_hint() if entry.weights is not None else "its model"
+        usable = ", ".join(name for name, e in PREPROCESSORS.items() if e.available and name != "none")
+        raise NotSupportedYetError(
+            f"ControlNet unit {index}: preprocessor {entry.name!r} needs a model ({needs}); model-based "
+            f"preprocessors are not available yet: use module=none with ready-made hint frames, or one "
+            f"of {usable}"
+        )
+
+
+def _probe_input(index: int, unit: ControlNetUnit, model: Path, params: Params) -> PreparedUnit:
+    from animdiff.control import VideoInputError, probe_video
+
+    if unit.image:
+        source = Path(unit.image).expanduser()
+        width, height = _image_size(source, index)
+        return PreparedUnit(index, unit, model, source, "image", None, (width, height), None)
+    given = unit.batch_images or params.video_path or params.video_source
+    assert given is not None  # Params refuses a unit without any input
+    try:
+        info = probe_video(given)
+    except VideoInputError as exc:
+        raise VideoInputError(f"ControlNet unit {index}: {exc}") from exc
+    return PreparedUnit(index, unit, model, info.path, info.kind, info.frame_count, info.size, info.fps)
+
+
+def _image_size(path: Path, index: int) -> tuple[int, int]:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from animdiff.control import VideoInputError
+
+    if not path.is_file():
+        what = "is a folder (use batch_images= for frame folders)" if path.is_dir() else "does not exist"
+        raise VideoInputError(f"ControlNet unit {index}: image {path} {what}")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            return ImageOps.exif_transpose(image).size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise VideoInputError(f"ControlNet unit {index}: image {path} cannot be read ({exc})") from exc
+
+
+def fewest_frames(units: tuple[PreparedUnit, ...]) -> int | None:
+    """The fewest frames among the units' multi-frame inputs (the reference's `min_cn`)."""
+    counts = [unit.frames for unit in units if unit.frames is not None]
+    return min(counts) if counts else None
+
+
+def source_fps(units: tuple[PreparedUnit, ...]) -> int | None:
+    """The rate of the first unit input that has one (a video file), rounded to whole frames/s."""
+    for unit in units:
+        if unit.fps is not None and unit.fps > 0:
+            return max(1, min(240, round(unit.fps)))
+    return None
+
+
+def unit_hints(prepared: PreparedUnit, count: int, width: int, height: int) -> np.ndarray:
+    """(count, height, width, 3) uint8 hints: the input's first `count` frames (a single image is
+    repeated without copies), fitted with the unit's resize mode, through its preprocessor."""
+    from animdiff.control import preprocess_frames, read_video_frames, resize_frame
+    from animdiff.control.folder import load_image
+
+    unit = prepared.unit
+    size = (width, height)
+    if prepared.frames is None:
+        frames = [resize_frame(load_image(prepared.source), size, unit.resize_mode, fill="median")]
+    else:
+        frames = read_video_frames(prepared.source, count, size, unit.resize_mode, fill="median")
+    resolution = min(width, height) if unit.pixel_perfect else unit.processor_res
+    hints = np.stack(
+        list(
+            preprocess_frames(
+                unit.module,
+                frames,
+                processor_res=resolution,
+                threshold_a=unit.threshold_a,
+                threshold_b=unit.threshold_b,
+            )
+        )
+    )
+    if prepared.frames is None:
+        return np.broadcast_to(hints, (count, *hints.shape[1:]))
+    if len(hints) < count:
+        raise ValueError(f"{prepared.source} gave {len(hints)} frames, {count} were needed")
+    return hints
