@@ -1,12 +1,14 @@
 """Our text-to-animation path against diffusers' AnimateDiffPipeline, tiny models, same run.
 
-Both sides read the same tiny files (ours through `Animator`, diffusers through its own
-single-file loaders) and run on the same device, dtype and thread count. Ours runs twice: with
-`groupnorm="reference"` (the default users get) and `groupnorm="diffusers"`. Each side runs in its
-own processes, alternating: load (timed on its own), one warm-up, `--repeat` timed runs of
-`Animator.run(params, write=False)` / `pipe(...)` (prompt encoding, sampling, VAE decode, PIL
-frames), with the memory each run adds. Prints a table with ratios to diffusers. Not a test:
-nothing is asserted. About a minute on two CPU cores. The real-size version is
+Same device, dtype (CUDA: float16 with the VAE in float32; CPU: float32) and thread count on both
+sides. Loading is timed in fresh processes of its own: ours `Animator.load`, diffusers' own
+single-file loaders on the same files. Sampling: one process per GroupNorm mode of ours
+(`groupnorm="reference"`, the default users get, and `groupnorm="diffusers"`) loads ours once,
+puts diffusers' AnimateDiffPipeline over the same loaded tensors, warms both up, then runs them
+turn about, `--repeat` times each: `Animator.run(params, write=False)` against `pipe(...)`, both
+prompt to PIL frames, with the memory each run adds. Prints a table with ratios to diffusers. Not
+a test: nothing is asserted. About a minute on two idle CPU cores (more when other work shares
+them; the CPU-time column is the steady one then). The real-size version is
 bench/realsize_vs_diffusers.py.
 
     .venv/bin/python bench/generate_vs_diffusers.py [--frames 16] [--size 64] [--steps 10] [--threads 1]

@@ -6,9 +6,15 @@ Then the same comparison as bench/generate_vs_diffusers.py (same device, dtype a
 both sides; loading timed in fresh processes of its own; ours with groupnorm=reference, the
 default, and groupnorm=diffusers, each run turn about with diffusers' pipeline over the same
 loaded weights; warm-up excluded), at 64x64 pixels, 8 frames, 2 steps, CFG 7.5. Not part of
-`make test`. On two CPU cores: several minutes and about 8 GB of memory at the peak.
+`make test` (nor meant for `make bench`: it is slow and big).
 
-    .venv/bin/python bench/realsize_vs_diffusers.py [--cache DIR] [--repeat 3] [--rounds 1]
+On a shared two-core CPU with `--threads 1` (steadier there than 2): writing the models about
+30 s once; ours' load 7-11 s, peak 7 GB; each sampling process about 2 minutes; diffusers' own
+single-file load about 50 s with a 13.3 GB peak (it holds the UNet twice while it builds the
+motion UNet), so `--no-peer-load` skips it where memory is short. On CUDA everything runs in
+float16 (VAE float32) and takes seconds.
+
+    .venv/bin/python bench/realsize_vs_diffusers.py [--cache DIR] [--threads 1] [--no-peer-load]
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 status endpoint must stay fast while jobs run (the event loop never waits on the model).
 
 The server runs as its own process (uvicorn, as `animdiff serve` runs it) on tiny models written
-to a temporary folder. Status latency is measured twice in the same run: with the queue idle (the
+to a temporary folder, on CUDA when there is one (else the CPU, float32; `--device` overrides),
+with `--threads` threads. Status latency is measured twice in the same run: with the queue idle (the
 peer: the same request on the same server with nothing to do) and while jobs run; the table
 prints both and their ratio.
 
-    python bench/server_load.py [--clients 20] [--jobs 200] [--samples 400]
+    python bench/server_load.py [--clients 20] [--jobs 200] [--samples 400] [--device cpu]
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(models: Path, data: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+def start_server(models: Path, data: Path, port: int, device: str, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "animdiff.server", "--models-dir", str(models), "--data-dir", str(data)]
-    command += ["--port", str(port), "--device", "cpu", "--log-level", "warning", "--max-queue", "100000"]
+    command += ["--port", str(port), "--device", device, "--log-level", "warning", "--max-queue", "100000"]
     process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -86,7 +87,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--samples", type=int, default=400, help="status requests per measurement")
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
+    parser.add_argument("--threads", type=int, default=1, help="threads of the server process")
     args = parser.parse_args()
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     from animdiff.testing.factory import write_models_dir
 
@@ -95,7 +101,7 @@ def main() -> None:
         write_models_dir(models)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(models, data, port)
+        server = start_server(models, data, port, device, args.threads)
         try:
             # warm-up: load the models once, then measure the idle status latency (the peer)
             first = httpx.post(f"{base}/api/v1/jobs", json=JOB, timeout=30).json()["id"]
@@ -160,6 +166,7 @@ def main() -> None:
     starts = [j["started_at"] for j in mine]  # listed in submission (queue) order
     fifo = all(a <= b for a, b in itertools.pairwise(starts))
     rows = [
+        ("device, server threads", f"{device}, {args.threads}"),
         ("jobs submitted / stored / succeeded", f"{len(ids)} / {len(mine)} / {len(mine) - len(failed)}"),
         ("lost", str(lost)),
         ("FIFO order kept", "yes" if fifo else "NO"),
