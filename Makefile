@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml Makefile
 	# dependencies (torchvision, timm) are not needed and would pull a CUDA torch here. Installed
 	# last and without pip's dependency check, which would otherwise report them as missing.
 	$(BIN)/pip install --quiet --no-deps --no-warn-conflicts 'open-clip-torch>=2.20'
+	# Browser tests of the web UI drive Debian's chromium (never `playwright install`). Best effort:
+	# without apt or root this is skipped, and those tests say why they are skipped.
+	-command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1
 	touch $@
 
 install: $(STAMP)

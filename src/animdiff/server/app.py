@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from animdiff import __version__
 from animdiff.errors import AnimdiffError, NotSupportedYetError
 from animdiff.pipeline import Animator, RunOptions
-from animdiff.server import a1111, native
+from animdiff.server import a1111, native, ui
 from animdiff.server.context import ServerContext
 from animdiff.server.events import EventBus
 from animdiff.server.previews import Previews
@@ -104,6 +104,7 @@ def create_app(
     app.state.ctx = ctx
     app.include_router(native.router)
     app.include_router(a1111.router)
+    app.include_router(ui.router)
     _add_error_handlers(app)
     _document_params(app)
     # Order: the last added runs first. Auth before anything reads the body, then the size limit.
