@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	-cd $(VENV) && apt-get download gifsicle >/dev/null 2>&1 && dpkg -x gifsicle_*.deb gifsicle-deb \
 	    && ln -sf ../gifsicle-deb/usr/bin/gifsicle bin/gifsicle; rm -f $(VENV)/gifsicle_*.deb
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[dev,server]'
+	$(BIN)/pip install --quiet -e '.[dev,server,postgres,ray]'
 	# open-clip-torch only carries the CLIP BPE vocabulary we build the tokenizer from; its
 	# dependencies (torchvision, timm) are not needed and would pull a CUDA torch here. Installed
 	# last and without pip's dependency check, which would otherwise report them as missing.
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml Makefile
 	# Browser tests of the web UI drive Debian's chromium (never `playwright install`). Best effort:
 	# without apt or root this is skipped, and those tests say why they are skipped.
 	-command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1
+	# PostgreSQL for the shared-queue tests (they start a throwaway server as a non-root user, and
+	# are skipped where it is missing). Best effort, as above.
+	-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql) >/dev/null 2>&1
 	touch $@
 
 install: $(STAMP)

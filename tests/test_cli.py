@@ -144,6 +144,12 @@ def test_models_lists_each_file_with_its_kind(models_dir: Path, capsys) -> None:
     assert lines["AnimateDiff/tiny-mm-v2.ckpt"] == "motion module v2"
     assert lines["AnimateDiff/tiny-mm-v3.safetensors"] == "motion module v3"
     assert lines["AnimateDiff/tiny-hotshotxl.safetensors"] == "motion module HotShot-XL"
+    assert lines["AnimateDiff/tiny-mm-sdxl-hs.safetensors"] == "motion module HotShot-XL"
+    assert lines["AnimateDiff/tiny-mm-sdxl-v10-beta.ckpt"] == "motion module SDXL beta"
+    assert lines["AnimateDiff/tiny-mm-sdxl-beta.safetensors"] == "motion module SDXL beta"
+    assert lines["AnimateDiff/tiny-animatelcm.safetensors"] == "motion module AnimateLCM"
+    assert lines["Stable-diffusion/tiny-sdxl.safetensors"] == "SDXL checkpoint"
+    assert lines["Lora/tiny-sdxl-lora.safetensors"] == "LoRA (SDXL)"
 
 
 def test_models_reports_damaged_files(tmp_path: Path, capsys) -> None:

@@ -63,6 +63,11 @@ def written(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         interp="FILM",
         interp_x=2,
         request_id="job-7",
+        freeinit_enable=True,
+        freeinit_filter="gaussian",
+        freeinit_ds=0.5,
+        freeinit_dt=0.125,
+        freeinit_iters=2,
         formats=",".join(ALL_FORMATS),
     )
     out = tmp_path_factory.mktemp("infotext-out")

@@ -39,3 +39,7 @@ def resolve_overlap(context: int, overlap: int) -> int:
     """Overlap -1 means a quarter of the context: the extension's default, resolved before use
     (from the context batch size as the user gave it, before any capping)."""
     return context // 4 if overlap == -1 else overlap
+
+
+# FreeInit's low-pass filters (sampling/freeinit.py), as the reference names them.
+FREEINIT_FILTERS = ("butterworth", "gaussian", "ideal", "box")

@@ -128,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--window-batch", type=int, default=1, help="context windows per UNet call (default: 1)"
     )
     generate.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the models in CPU memory, each on the device only for its phase (less device "
+        "memory; one host-to-device copy of each model per job)",
+    )
+    generate.add_argument(
+        "--vae-tiling",
+        action="store_true",
+        help="decode each frame in overlapping tiles (for large sizes; slower, faint seams possible)",
+    )
+    generate.add_argument(
         "--film-model", type=Path, help="path of film_net_fp16.pt (default: search the models folder)"
     )
     generate.add_argument("--quiet", action="store_true", help="no progress display and no summary")
@@ -139,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     from animdiff.server.cli import add_serve_command
 
     add_serve_command(commands)
+
+    from animdiff.batch import add_batch_command
+
+    add_batch_command(commands)
     return parser
 
 
@@ -199,7 +214,13 @@ def run_generate(args: argparse.Namespace) -> int:
     from animdiff.cli_progress import JobProgress
     from animdiff.pipeline import Animator, RunOptions, phase_totals
 
-    options = RunOptions(device=args.device, windows_per_call=args.window_batch, film_model=args.film_model)
+    options = RunOptions(
+        device=args.device,
+        windows_per_call=args.window_batch,
+        film_model=args.film_model,
+        offload=args.offload,
+        vae_tiling=args.vae_tiling,
+    )
     animator = Animator(args.models_dir, args.out, options)
     if animator.store.note and not args.quiet:
         print(animator.store.note, file=sys.stderr)
@@ -243,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return run_generate(args)
+        if args.command == "batch":
+            from animdiff.batch import run_batch
+
+            return run_batch(args)
         if args.command == "serve":
             from animdiff.server.cli import run_serve
 

@@ -26,6 +26,7 @@ from pydantic import (
 from animdiff.choices import (
     ALL_FORMATS,
     CLOSED_LOOP_MODES,
+    FREEINIT_FILTERS,
     FUSE_METHODS,
     GROUPNORM_MODES,
     INTERP_MODES,
@@ -46,9 +47,11 @@ Interp = Literal[INTERP_MODES]  # type: ignore[valid-type]
 PromptInterpolation = Literal[PROMPT_INTERPOLATIONS]  # type: ignore[valid-type]
 X264Preset = Literal[("", *X264_PRESETS)]  # type: ignore[valid-type]
 X264Tune = Literal[("", *X264_TUNES)]  # type: ignore[valid-type]
+FreeInitFilter = Literal[FREEINIT_FILTERS]  # type: ignore[valid-type]
 
 MAX_SEED = 2**32 - 1
 DEFAULT_FPS = 8  # the written animation's rate when neither the user nor a source video gives one
+DEFAULT_CONTEXT = 16  # SD1.5 modules' trained length: the context when neither user nor module says
 
 
 class MotionLora(BaseModel):
@@ -77,7 +80,7 @@ class Params(BaseModel):
     clip_skip: int = Field(1, ge=1, le=12, description="stop the text encoder this many layers early")
 
     # --- models -------------------------------------------------------------------------------
-    checkpoint: str | None = Field(None, description="SD1.5 checkpoint: file name, path or folder")
+    checkpoint: str | None = Field(None, description="SD1.5 or SDXL checkpoint: file name, path or folder")
     motion_module: str | None = Field(
         None,
         validation_alias=AliasChoices("motion_module", "model"),
@@ -106,12 +109,13 @@ class Params(BaseModel):
         f"(default: the source video's, else {DEFAULT_FPS})",
     )
     loop_number: int = Field(0, ge=0, le=65_535, description="display loop count; 0 loops forever")
-    context: int = Field(
-        16,
+    context: int | None = Field(
+        None,
         ge=1,
-        le=32,
+        le=64,
         validation_alias=AliasChoices("context", "batch_size"),
-        description="context batch size: frames the motion module sees at once",
+        description="context batch size: frames the motion module sees at once (default: the module's "
+        "trained length, 16; 8 for HotShot-XL)",
     )
     stride: int = Field(1, ge=1, le=16, description="context stride levels (1 = adjacent frames only)")
     overlap: int = Field(-1, ge=-1, description="frames shared by neighbouring windows; -1 = context // 4")
@@ -145,6 +149,15 @@ class Params(BaseModel):
         "image, batch_images); repeat the flag for several units",
     )
     request_id: str = Field("", max_length=64, description="appended to output file names")
+
+    # --- FreeInit (the reference's names) --------------------------------------------------------
+    freeinit_enable: bool = Field(
+        False, description="FreeInit: sample again from the result's low frequencies (iterations x the time)"
+    )
+    freeinit_filter: FreeInitFilter = Field("butterworth", description="FreeInit low-pass filter")
+    freeinit_ds: float = Field(0.25, ge=0.0, le=1.0, description="FreeInit spatial stop frequency d_s")
+    freeinit_dt: float = Field(0.25, ge=0.0, le=1.0, description="FreeInit temporal stop frequency d_t")
+    freeinit_iters: int = Field(3, ge=1, le=10, description="FreeInit sampling runs (the first one included)")
 
     # --- output options (the reference's settings page) -----------------------------------------
     gif_palette: bool = Field(False, description="GIF: optimise the palette over all frames")
@@ -196,7 +209,15 @@ class Params(BaseModel):
     def _normalise_closed_loop(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("mp4_preset", "mp4_tune", "fuse", "groupnorm", "prompt_interpolation", mode="before")
+    @field_validator(
+        "mp4_preset",
+        "mp4_tune",
+        "fuse",
+        "groupnorm",
+        "prompt_interpolation",
+        "freeinit_filter",
+        mode="before",
+    )
     @classmethod
     def _normalise_lowercase_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -248,7 +269,7 @@ class Params(BaseModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> Params:
-        if self.overlap >= self.context:
+        if self.context is not None and self.overlap >= self.context:
             raise ValueError(f"overlap {self.overlap} must be smaller than context batch size {self.context}")
         if self.video_source and self.video_path:
             raise ValueError("give either video_source or video_path, not both")
@@ -269,8 +290,11 @@ class Params(BaseModel):
     # --- derived values -----------------------------------------------------------------------------
     @property
     def resolved_overlap(self) -> int:
-        """Overlap -1 means a quarter of the context batch size (from the size before any capping)."""
-        return resolve_overlap(self.context, self.overlap)
+        """Overlap -1 means a quarter of the context batch size (from the size before any capping).
+
+        With the context unset this is for SD1.5's trained length; a job resolves it from the motion
+        module's (prepare.FrameCounts)."""
+        return resolve_overlap(self.context or DEFAULT_CONTEXT, self.overlap)
 
 
 def _is_number(text: str) -> bool:

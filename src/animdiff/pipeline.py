@@ -26,6 +26,8 @@ from animdiff.errors import CancelledError, ParamsError
 from animdiff.interpolate.film import FilmInterpolator
 from animdiff.models.cache import LoadedModels, ModelCache, file_key
 from animdiff.models.lora import apply_loras
+from animdiff.models.motion_xl import BetaSchedule
+from animdiff.models.offload import on_device
 from animdiff.models.store import ModelStore
 from animdiff.output import (
     ENCODABLE,
@@ -39,10 +41,10 @@ from animdiff.output.save import select_formats
 from animdiff.params import Params
 from animdiff.postprocess import film_inbetween_count, is_closed_loop, ping_pong, uses_ping_pong
 from animdiff.prepare import FrameCounts, Job, prepare, resolve_device
-from animdiff.prompts.conditioning import frame_embeddings
-from animdiff.prompts.encode import PromptEncoder
+from animdiff.prompts.conditioning import frame_conditioning
 from animdiff.sampling.context import context_windows
 from animdiff.sampling.controlnet import ControlLayer, ControlUnit
+from animdiff.sampling.freeinit import freeinit_sample, low_pass_filter
 from animdiff.sampling.guidance import Conditioning, WindowedDenoiser
 from animdiff.sampling.loop import StepInfo, sample
 from animdiff.sampling.noise import frame_generators, initial_noise
@@ -71,6 +73,11 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+def freeinit_iterations(params: Params) -> int:
+    """Sampling runs of a job: FreeInit's iterations when it is on, else one."""
+    return params.freeinit_iters if params.freeinit_enable else 1
+
+
 def phase_totals(job: Job) -> dict[str, int]:
     """Each phase's total, known before the job starts (so a display never changes its total)."""
     params, counts = job.params, job.counts
@@ -82,7 +89,7 @@ def phase_totals(job: Job) -> dict[str, int]:
     return {
         "load": 1,
         "encode": 1,
-        "denoise": job.model_evaluations,
+        "denoise": job.model_evaluations * freeinit_iterations(params),
         "decode": counts.video_length,
         "interpolate": interpolate,
         "write": len(select_formats(params.formats)) if job.out_dir is not None else 0,
@@ -108,6 +115,10 @@ class RunOptions:
     windows_per_call: int = 1  # context windows batched into one UNet call (--window-batch)
     vae_chunk: int = 8  # frames per VAE decode call
     film_model: Path | None = None
+    # Memory options: models in CPU memory, each on the device only for its phase (--offload);
+    # the VAE decoding each frame in overlapping tiles (--vae-tiling).
+    offload: bool = False
+    vae_tiling: bool = False
 
     def __post_init__(self) -> None:
         for name, flag in (("windows_per_call", "--window-batch"), ("vae_chunk", "--vae-chunk")):
@@ -128,7 +139,8 @@ class Animator:
         self.options = options or RunOptions()
         self.device = resolve_device(self.options.device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.cache = ModelCache(self.device, self.dtype)
+        storage = torch.device("cpu") if self.options.offload else self.device
+        self.cache = ModelCache(storage, self.dtype, compute_device=self.device)
         self._film: tuple[tuple, FilmInterpolator] | None = None
         self._lock = threading.Lock()
 
@@ -166,12 +178,19 @@ class Animator:
             warnings = list(job.warnings)
             latents = self.sample_job(job, models, emit, cancel, warnings)
             emit(Progress("decode", 0, counts.video_length))
-            frames = decode_frames(
-                models.parts.vae,
-                latents[: counts.video_length],
-                self.options.vae_chunk,
-                lambda done, total: emit(Progress("decode", done, total)),
-            )
+            vae = models.parts.vae
+            if self.options.vae_tiling:
+                vae.enable_tiling()
+            try:
+                with on_device(vae, self.device, self.options.offload):
+                    frames = decode_frames(
+                        vae,
+                        latents[: counts.video_length],
+                        self.options.vae_chunk,
+                        lambda done, total: emit(Progress("decode", done, total)),
+                    )
+            finally:
+                vae.disable_tiling()
             frames = self.postprocess(job, frames, emit)
         images = [Image.fromarray(f) for f in frames]
         infotext = build_infotext(
@@ -210,7 +229,7 @@ class Animator:
     # --- models ---------------------------------------------------------------------------------------
 
     def load_job(self, job: Job) -> LoadedModels:
-        return self.cache.get(job.checkpoint, job.motion_module, job.params.groupnorm)
+        return self.cache.get(job.checkpoint, job.motion_module, job.params.groupnorm, job.family)
 
     def load(self, params: Params) -> LoadedModels:
         """The models a job with these settings uses (checked as `prepare` checks them)."""
@@ -246,7 +265,12 @@ class Animator:
         # LoRAs change the cached weights in place for this job only; leaving the block restores them.
         with (
             torch.inference_mode(False),
-            apply_loras(models.unet, models.parts.text_encoder, list(job.loras)) as applied,
+            apply_loras(
+                models.unet,
+                models.parts.text_encoder,
+                list(job.loras),
+                text_encoder_2=getattr(models.parts, "text_encoder_2", None),
+            ) as applied,
         ):
             if warnings is not None:
                 warnings.extend(applied.warnings)
@@ -261,18 +285,30 @@ class Animator:
         cancel: threading.Event | None,
     ) -> torch.Tensor:
         params, counts = job.params, job.counts
-        encoder = PromptEncoder(models.parts.text_encoder, models.parts.tokenizer, params.clip_skip)
-        cond, uncond = frame_embeddings(
-            encoder, job.plan, params.negative_prompt, counts.batch, params.prompt_interpolation
-        )
+        encoders = [getattr(models.parts, name, None) for name in ("text_encoder", "text_encoder_2")]
+        offload = self.options.offload
+        with on_device(encoders[0], self.device, offload), on_device(encoders[1], self.device, offload):
+            encoder = job.family.text_conditioner(
+                models.parts, clip_skip=params.clip_skip, width=params.width, height=params.height
+            )
+            cond, uncond = frame_conditioning(
+                encoder, job.plan, params.negative_prompt, counts.batch, params.prompt_interpolation
+            )
         emit(Progress("encode", 1, 1))
         conditioning = Conditioning(
-            cond.to(self.device), uncond.to(self.device), params.cfg_scale, self.control_layer(job)
+            cond.tokens.to(self.device),
+            uncond.tokens.to(self.device),
+            params.cfg_scale,
+            self.control_layer(job),
+            cond_vector=None if cond.vector is None else cond.vector.to(self.device),
+            uncond_vector=None if uncond.vector is None else uncond.vector.to(self.device),
         )
         generators = frame_generators(job.seed, counts.batch)
         noise = initial_noise(generators, params.height, params.width).to(self.device)
-        total = job.model_evaluations
-        position = {"step": 0}
+        evaluations = job.model_evaluations
+        iterations = freeinit_iterations(params)
+        total = evaluations * iterations
+        position = {"step": 0, "offset": 0}
 
         def schedule(step: int) -> list[list[int]]:
             return context_windows(
@@ -289,8 +325,8 @@ class Animator:
 
         def on_step(info: StepInfo) -> None:
             check_cancel()
-            position["step"] = info.step + 1
-            emit(Progress("denoise", info.step + 1, total, latents=info.latents))
+            position["step"] = position["offset"] + info.step + 1
+            emit(Progress("denoise", position["step"], total, latents=info.latents))
 
         denoiser = WindowedDenoiser(
             models.video_model,
@@ -300,11 +336,39 @@ class Animator:
             windows_per_call=self.options.windows_per_call,
             on_window=on_window,
         )
-        scheduler = make_scheduler(params.sampler)
+        betas = job.motion_family.betas
+
+        def run(start: torch.Tensor, iteration: int) -> torch.Tensor:
+            # Each FreeInit iteration is a whole sampling run: the window step counter restarts.
+            denoiser.step = 0
+            position["offset"] = iteration * evaluations
+            scheduler = make_scheduler(params.sampler, betas.scheduler_config())
+            return sample(denoiser, scheduler, start, params.steps, generators=generators, callback=on_step)
+
         emit(Progress("denoise", 0, total))
-        return sample(
-            denoiser, scheduler, noise, params.steps, generators=generators, callback=on_step
-        ).float()
+        with on_device(models.unet, self.device, offload):
+            return self._denoise(run, noise, params, betas, iterations)
+
+    @staticmethod
+    def _denoise(
+        run: Callable[[torch.Tensor, int], torch.Tensor],
+        noise: torch.Tensor,
+        params: Params,
+        betas: BetaSchedule,
+        iterations: int,
+    ) -> torch.Tensor:
+        """One sampling run, or FreeInit's `iterations` of them."""
+        if iterations == 1:
+            return run(noise, 0).float()
+        lpf = low_pass_filter(
+            (noise.shape[1], *noise.shape[0:1], *noise.shape[2:]),
+            params.freeinit_filter,
+            params.freeinit_ds,
+            params.freeinit_dt,
+            device=noise.device,
+        )
+        alphas = betas.alphas_cumprod()
+        return freeinit_sample(run, noise, iterations=iterations, lpf=lpf, alphas_cumprod=alphas).float()
 
     # --- ControlNet ------------------------------------------------------------------------------------
 

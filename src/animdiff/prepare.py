@@ -18,12 +18,15 @@ from pathlib import Path
 
 import torch
 
+from animdiff.choices import resolve_overlap
 from animdiff.control_inputs import PreparedUnit, fewest_frames, prepare_units, source_fps
-from animdiff.errors import LoraError, OutputError, ParamsError
+from animdiff.errors import LoraError, ModelNotFoundError, NotSupportedYetError, OutputError, ParamsError
+from animdiff.family import SD15, SDXL, ModelFamily, family_for, motion_family
 from animdiff.models.detect import PE_LENGTH, Detected, Kind, detect_file
 from animdiff.models.lora import LoraRequest
+from animdiff.models.motion_xl import MotionFamily
 from animdiff.models.store import ModelStore, looks_like_hub_id
-from animdiff.params import DEFAULT_FPS, Params, check_supported, resolve_seed
+from animdiff.params import DEFAULT_CONTEXT, DEFAULT_FPS, Params, check_supported, resolve_seed
 from animdiff.prompts.conditioning import PromptPlan, plan_prompts
 from animdiff.prompts.syntax import ExtraNetwork
 from animdiff.sampling.context import context_windows
@@ -42,16 +45,24 @@ class FrameCounts:
     context: int  # context batch size in use: the setting, capped by the control frames
 
     @classmethod
-    def resolve(cls, params: Params, control_frames: int | None = None) -> FrameCounts:
-        """`control_frames`: the fewest frames among the ControlNet units' inputs, when any.
+    def resolve(
+        cls, params: Params, control_frames: int | None = None, trained_length: int = DEFAULT_CONTEXT
+    ) -> FrameCounts:
+        """`control_frames`: the fewest frames among the ControlNet units' inputs, when any;
+        `trained_length`: the motion module's, the context batch size when the settings give none.
 
         The reference's rules with control frames: a frame count above them is capped to them,
         so is the context batch size, and 0 frames means all of them; the overlap is resolved
         from the context batch size before any capping (and kept below the capped size).
         """
-        overlap = params.resolved_overlap
-        video_length = params.frames or params.context
-        context = params.context
+        context = params.context or trained_length
+        if params.overlap >= context:
+            raise ParamsError(
+                f"overlap {params.overlap} must be smaller than context batch size {context}"
+                + ("" if params.context else " (the motion module's trained length; set --context)")
+            )
+        overlap = resolve_overlap(context, params.overlap)
+        video_length = params.frames or context
         if control_frames is not None:
             video_length = min(video_length, control_frames)
             context = min(context, control_frames)
@@ -83,6 +94,16 @@ class Job:
     controlnets: tuple[PreparedUnit, ...] = field(default=())
     fps: int = DEFAULT_FPS  # of the written animation: the user's, else the source video's, else 8
 
+    @property
+    def family(self) -> ModelFamily:
+        """SD1.5 or SDXL: loading and text conditioning (family.py)."""
+        return family_for(self.checkpoint_kind)
+
+    @property
+    def motion_family(self) -> MotionFamily:
+        """The motion module's training schedule, GroupNorm rule, trained length and limit."""
+        return motion_family(self.motion_kind)
+
     def summary(self) -> list[str]:
         """What will run, in the words a user checks before waiting for it."""
         low, high = self.windows_per_evaluation
@@ -92,12 +113,20 @@ class Job:
             frames += f" ({self.counts.batch} generated)"
         lines = [
             f"checkpoint: {self.checkpoint}",
-            f"motion module: {self.motion_module} ({self.motion_kind})",
+            f"motion module: {self.motion_module} ({self.motion_kind}; {self.family.name}, "
+            f"{self.motion_family.betas.beta_schedule} betas to {self.motion_family.betas.beta_end:g}, "
+            f"trained on {self.motion_family.trained_length} frames)",
             f"seed: {self.seed}",
             f"frames: {frames}, context {self.counts.context}, {windows} window(s) per step, {self.fps} fps",
             f"sampler: {self.params.sampler}, {self.params.steps} steps "
             f"({self.model_evaluations} model evaluations), device {self.device}",
         ]
+        if self.params.freeinit_enable:
+            p = self.params
+            lines.append(
+                f"FreeInit: {p.freeinit_iters} sampling runs ({p.freeinit_iters}x the time), "
+                f"{p.freeinit_filter} filter, d_s {p.freeinit_ds:g}, d_t {p.freeinit_dt:g}"
+            )
         lines += [
             f"LoRA: {lora.path.name} (unet {lora.unet_weight:g}, te {lora.te_weight:g})"
             for lora in self.loras
@@ -168,11 +197,22 @@ def prepare(
     store.check()
     warnings: list[str] = []
     checkpoint, checkpoint_kind = _checkpoint(params, store)
-    motion_module, motion = _motion_module(params, store)
-    _check_context(params, motion_module, motion)
+    family = family_for(checkpoint_kind)
+    motion_module, motion = _motion_module(params, store, family, checkpoint)
+    module_family = motion_family(motion.kind)
+    _check_context(params, motion_module, motion, module_family)
+    if params.active_controlnet_units and family is SDXL:
+        raise NotSupportedYetError(
+            f"ControlNet units with SDXL checkpoints ({checkpoint}) are not supported yet (SD1.5 only)"
+        )
     controlnets = prepare_units(params, store, checkpoint)
     control_frames = fewest_frames(controlnets)
-    counts = FrameCounts.resolve(params, control_frames)
+    counts = FrameCounts.resolve(params, control_frames, module_family.trained_length)
+    if family is SDXL and params.clip_skip != 1:
+        warnings.append(
+            f"clip skip {params.clip_skip} is not used with SDXL checkpoints: both encoders give their "
+            "penultimate layer, as A1111 does for SDXL"
+        )
     if not params.prompt.strip():
         warnings.append("the prompt is empty: the animation follows the negative prompt and chance alone")
     if counts.video_length < counts.context:
@@ -189,7 +229,9 @@ def prepare(
         context=counts.context,
         closed_loop=params.closed_loop,
     )
-    loras = tuple(_prompt_loras(plan.networks, store) + _motion_loras(params, store))
+    loras = tuple(
+        _prompt_loras(plan.networks, store, family, checkpoint) + _motion_loras(params, store, family)
+    )
     film = _film(params, store, film_model)
     evaluations = _model_evaluations(params)
     job = Job(
@@ -226,7 +268,7 @@ def _control_warnings(
             f"{params.frames} frames are capped to {control_frames}, the frames of the shortest "
             "ControlNet input"
         )
-    if counts.context < params.context:
+    if params.context is not None and counts.context < params.context:
         warnings.append(
             f"context batch size {params.context} is capped to {counts.context}, the frames of the "
             "shortest ControlNet input"
@@ -239,7 +281,6 @@ def _control_warnings(
 
 def _checkpoint(params: Params, store: ModelStore) -> tuple[Path | str, Kind | None]:
     from animdiff.models.detect import CHECKPOINT_KINDS
-    from animdiff.models.load import require_sd15_checkpoint
 
     if params.checkpoint is None:
         path = store.default("checkpoint", CHECKPOINT_KINDS)
@@ -251,47 +292,66 @@ def _checkpoint(params: Params, store: ModelStore) -> tuple[Path | str, Kind | N
             raise store.not_found(params.checkpoint, "checkpoint")
         path = found
     detected = detect_file(path)
-    require_sd15_checkpoint(path, detected)
+    if not (SD15.fits(detected.kind) or SDXL.fits(detected.kind)):
+        from animdiff.models.load import require_sd15_checkpoint
+
+        require_sd15_checkpoint(path, detected)  # says what the file is instead
     return path, detected.kind
 
 
-def _motion_module(params: Params, store: ModelStore) -> tuple[Path, Detected]:
-    from animdiff.models.load import LOADABLE_MOTION_KINDS, require_motion_module
-
+def _motion_module(
+    params: Params, store: ModelStore, family: ModelFamily, checkpoint: Path | str
+) -> tuple[Path, Detected]:
     if params.motion_module is None:
-        path = store.default("motion_module", LOADABLE_MOTION_KINDS)
+        # The first module of the checkpoint's family, so an SDXL checkpoint alone picks an SDXL
+        # module; for SD1.5 an AnimateDiff one (v1/v2/v3) before AnimateLCM, which needs its LoRA.
+        try:
+            path = store.default("motion_module", family.default_motion_kinds)
+        except ModelNotFoundError:
+            path = store.default("motion_module", family.motion_kinds)
     else:
         path = store.resolve(params.motion_module, "motion_module")
     detected = detect_file(path)
-    require_motion_module(path, detected)
+    family.require_motion_module(path, detected, checkpoint)
     return path, detected
 
 
-def _check_context(params: Params, path: Path, motion: Detected) -> None:
-    limit = motion.pe_length or PE_LENGTH.get(motion.kind)
-    if limit is not None and params.context > limit:
+def _check_context(params: Params, path: Path, motion: Detected, family: MotionFamily) -> None:
+    limit = motion.pe_length or PE_LENGTH.get(motion.kind) or family.max_context
+    if params.context is not None and params.context > limit:
         raise ParamsError(
             f"context batch size {params.context} is above the limit of {limit} frames of "
             f"{path.name} ({motion.kind})"
         )
 
 
-def _prompt_loras(networks: list[ExtraNetwork], store: ModelStore) -> list[LoraRequest]:
+def _prompt_loras(
+    networks: list[ExtraNetwork], store: ModelStore, family: ModelFamily, checkpoint: Path | str
+) -> list[LoraRequest]:
     """`<lora:name:weight>` tags: image LoRAs from the LoRA folders, motion LoRAs as well."""
     requests = []
     for net in networks:
         path = store.resolve_first(net.name, ("lora", "motion_lora"), asked_as=f"<lora:{net.name}>")
         kind = detect_file(path).kind
-        if kind == Kind.LORA_SDXL:
-            raise LoraError(f"<lora:{net.name}>: {path} is an SDXL LoRA; it does not fit SD1.5 checkpoints")
-        if kind not in PROMPT_LORA_KINDS:
+        if kind == Kind.LORA_SDXL and family is SD15:
+            raise LoraError(
+                f"<lora:{net.name}>: {path} is an SDXL LoRA; it does not fit SD1.5 checkpoints ({checkpoint})"
+            )
+        if family is SDXL and kind in PROMPT_LORA_KINDS:
+            raise LoraError(
+                f"<lora:{net.name}>: {path} is a {kind} for SD1.5; it does not fit the SDXL checkpoint "
+                f"{checkpoint}"
+            )
+        if kind not in family.lora_kinds:
             raise LoraError(f"<lora:{net.name}>: {path} is a {kind}, not a LoRA")
         requests.append(LoraRequest(path, unet_weight=net.unet_weight, te_weight=net.te_weight))
     return requests
 
 
-def _motion_loras(params: Params, store: ModelStore) -> list[LoraRequest]:
+def _motion_loras(params: Params, store: ModelStore, family: ModelFamily) -> list[LoraRequest]:
     requests = []
+    if params.motion_loras and family is SDXL:
+        raise NotSupportedYetError("motion LoRAs are for SD1.5 motion modules (v2); not for SDXL checkpoints")
     for lora in params.motion_loras:
         path = store.resolve(lora.name, "motion_lora")
         kind = detect_file(path).kind

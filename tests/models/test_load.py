@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from animdiff.errors import ModelFileError, ModelTypeError, NotSupportedYetError, OfflineError
+from animdiff.errors import ModelFileError, ModelTypeError, OfflineError
 from animdiff.models import convert
 from animdiff.models.files import read_state_dict
 from animdiff.models.load import load_checkpoint, load_motion_module
@@ -149,8 +149,7 @@ def test_wrong_kinds_are_named(models_dir: Path, tmp_path: Path) -> None:
         load_motion_module(models_dir / "AnimateDiff" / "tiny-mm-sdxl-beta.safetensors")
     with pytest.raises(ModelTypeError, match="HotShot-XL"):
         load_motion_module(models_dir / "AnimateDiff" / "tiny-hotshotxl.safetensors")
-    with pytest.raises(NotSupportedYetError, match="AnimateLCM is not supported yet"):
-        load_motion_module(models_dir / "AnimateDiff" / "tiny-animatelcm.safetensors")
+    assert load_motion_module(models_dir / "AnimateDiff" / "tiny-animatelcm.safetensors").pe_length == 64
     with pytest.raises(
         ModelTypeError, match=r"tiny-mm-v2\.ckpt is a motion module v2, not a Stable Diffusion checkpoint"
     ):

@@ -332,11 +332,13 @@ def test_module_and_checkpoint_mismatches_name_both_files(files, loaded) -> None
     with pytest.raises(ModelTypeError, match=r"mm_sd_v15_v2\.ckpt is an SD1\.5 motion module .*tiny-sdxl"):
         require_same_family(Path("mm_sd_v15_v2.ckpt"), Kind.MM_V2, files["sdxl"], Kind.SDXL)
     with pytest.raises(
-        ModelTypeError, match=r"tiny-mm-sdxl-beta\.ckpt is an SDXL motion module .*v1-5\.ckpt"
+        ModelTypeError, match=r"tiny-mm-sdxl-v10-beta\.ckpt is an SDXL motion module .*v1-5\.ckpt"
     ):
         require_same_family(sdxl_module.path, sdxl_module.kind, Path("v1-5.ckpt"), Kind.SD15)
     wide = type(loaded.unet.config)({**loaded.unet.config, "block_out_channels": [320, 640, 1280]})
-    with pytest.raises(ModelTypeError, match=r"tiny-mm-sdxl-beta\.ckpt .*\[32, 64, 64\].*tiny-sdxl.*1280"):
+    with pytest.raises(
+        ModelTypeError, match=r"tiny-mm-sdxl-v10-beta\.ckpt .*\[32, 64, 64\].*tiny-sdxl.*1280"
+    ):
         require_same_widths(sdxl_module, wide, files["sdxl"])
 
 

@@ -125,3 +125,86 @@ def test_reinit_noise_renoises_with_the_initial_noise_and_mixes() -> None:
     lpf = low_pass_filter(shape, "gaussian", 0.25, 0.25)
     assert torch.equal(reinit_noise(x0, noise, lpf, alphas), mix_frequencies(z, noise, lpf))
     assert torch.equal(reinit_noise(x0, noise, lpf, alphas, high=fresh), mix_frequencies(z, fresh, lpf))
+
+
+# --- in the sampling run ------------------------------------------------------------------------------
+
+
+def test_iterations_restart_the_window_step_counter(animator, tiny_params, monkeypatch) -> None:
+    import animdiff.pipeline as pipeline_module
+
+    steps: list[int] = []
+    real = pipeline_module.context_windows
+
+    def recording(step, *args):
+        steps.append(step)
+        return real(step, *args)
+
+    monkeypatch.setattr(pipeline_module, "context_windows", recording)
+    params = tiny_params(freeinit_enable=True, freeinit_iters=3, frames=12, steps=3)
+    events = []
+    animator.run(params, progress=events.append, write=False)
+    assert steps == [0, 1, 2] * 3
+    denoise = [e for e in events if e.phase == "denoise" and e.window == 0]
+    assert [e.step for e in denoise][-1] == denoise[-1].total == 9
+
+
+def test_second_iteration_starts_from_the_reinitialised_noise(animator, tiny_params, monkeypatch) -> None:
+    """FreeInit's two runs equal a normal run, then a run from `reinit_noise` of its result."""
+    import animdiff.pipeline as pipeline_module
+    from animdiff.family import motion_family
+    from animdiff.models.detect import Kind
+    from animdiff.sampling.noise import frame_generators, initial_noise
+
+    params = tiny_params(steps=3, seed=7)
+    first = animator.run(params, write=False).latents
+    noise = initial_noise(frame_generators(7, 8), 64, 64)
+    lpf = low_pass_filter((4, 8, 8, 8), "gaussian", 0.5, 0.25)
+    alphas = motion_family(Kind.MM_V2).betas.alphas_cumprod()
+    mixed = reinit_noise(first.transpose(0, 1), noise.transpose(0, 1), lpf, alphas).transpose(0, 1)
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline_module, "initial_noise", lambda *args: mixed.clone())
+        second = animator.run(params, write=False).latents
+    both = animator.run(
+        params.model_copy(
+            update={
+                "freeinit_enable": True,
+                "freeinit_iters": 2,
+                "freeinit_filter": "gaussian",
+                "freeinit_ds": 0.5,
+            }
+        ),
+        write=False,
+    )
+    assert torch.equal(both.latents, second)
+    assert "freeinit_enable: True" in both.infotext and "freeinit_filter: gaussian" in both.infotext
+    assert "freeinit_ds: 0.5" in both.infotext and "freeinit_iters: 2" in both.infotext
+
+
+def test_freeinit_settings_read_back_from_the_infotext(animator, tiny_params) -> None:
+    from animdiff.output.infotext import params_from_infotext
+    from animdiff.params import make_params
+
+    params = tiny_params(
+        freeinit_enable=True, freeinit_filter="box", freeinit_dt=0.5, freeinit_iters=2, steps=1
+    )
+    result = animator.run(params, write=False)
+    back = make_params(params_from_infotext(result.infotext))
+    assert (back.freeinit_enable, back.freeinit_filter, back.freeinit_dt, back.freeinit_iters) == (
+        True,
+        "box",
+        0.5,
+        2,
+    )
+
+
+def test_freeinit_on_sdxl(animator, tiny_params) -> None:
+    params = tiny_params(
+        checkpoint="tiny-sdxl.safetensors",
+        motion_module="tiny-mm-sdxl-v10-beta.ckpt",
+        freeinit_enable=True,
+        freeinit_iters=2,
+        steps=2,
+    )
+    result = animator.run(params, write=False)
+    assert torch.isfinite(result.latents).all() and "freeinit_enable: True" in result.infotext

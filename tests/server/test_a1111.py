@@ -131,7 +131,7 @@ def test_scheduler_override_and_options(client: TestClient) -> None:
 
 def test_lists_and_png_info(client: TestClient) -> None:
     models = client.get("/sdapi/v1/sd-models").json()
-    assert [m["title"] for m in models] == ["tiny-sd15.safetensors"]
+    assert [m["title"] for m in models] == ["tiny-sd15.safetensors", "tiny-sdxl.safetensors"]
     assert not models[0]["filename"].startswith("/")
     samplers = [s["name"] for s in client.get("/sdapi/v1/samplers").json()]
     assert "Euler a" in samplers and "DDIM" in samplers

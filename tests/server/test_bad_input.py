@@ -113,7 +113,7 @@ def test_oversized_upload_and_wrong_type(make_client) -> None:
 A1111_CASES = [
     ("not enabled", {"enable": False}, 422, "not enabled"),
     ("unknown animatediff key", {"colour": 1}, 422, "colour"),
-    ("freeinit", {"freeinit_enable": True}, 422, "freeinit_enable"),
+    ("freeinit", {"freeinit_iters": 0}, 422, "freeinit_iters"),
     ("bad format", {"format": ["AVI"]}, 422, "avi"),
     ("bad video_length type", {"video_length": "many"}, 422, "video_length"),
     ("unknown motion module", {"model": "mm_sd15_v3.safetensors"}, 404, "mm_sd15_v3"),

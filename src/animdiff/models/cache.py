@@ -14,16 +14,11 @@ from pathlib import Path
 
 import torch
 
+from animdiff.family import SD15, ModelFamily
 from animdiff.models.controlnet import ControlNet
 from animdiff.models.files import sha256_of
 from animdiff.models.hub import fetch_checkpoint
-from animdiff.models.load import (
-    MotionModule,
-    StableDiffusionParts,
-    build_motion_unet,
-    load_checkpoint,
-    load_motion_module,
-)
+from animdiff.models.load import MotionModule, StableDiffusionParts, build_motion_unet
 from animdiff.models.motion_unet import MotionUNet
 from animdiff.sampling.controlnet import Residuals
 
@@ -51,10 +46,12 @@ class LoadedModels:
         timestep: torch.Tensor,
         embeddings: torch.Tensor,
         residuals: Residuals | None = None,
+        vector: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The UNet call on the model's device and in its dtype, returning float32 eps where the
         sample was: callers never have to know where the model lives. `residuals` are the
-        ControlNet outputs for these rows, when a ControlNet acts."""
+        ControlNet outputs for these rows, when a ControlNet acts; `vector` the added conditioning
+        of these rows, for models that take one (SDXL)."""
         device, dtype = self.unet.device, self.unet.dtype
         if residuals is not None:
             residuals = Residuals(
@@ -66,13 +63,19 @@ class LoadedModels:
             timestep.to(device) if isinstance(timestep, torch.Tensor) else timestep,
             embeddings.to(device=device, dtype=dtype),
             residuals,
+            vector=None if vector is None else vector.to(device=device, dtype=dtype),
         )
         return eps.to(device=sample.device, dtype=torch.float32)
 
 
 class ModelCache:
-    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, device: torch.device, dtype: torch.dtype, compute_device: torch.device | None = None
+    ) -> None:
+        """`device`: where checkpoints and motion modules are kept (the CPU under --offload);
+        `compute_device`: where they run, and where ControlNets are kept (default: `device`)."""
         self.device = device
+        self.compute_device = compute_device or device
         self.dtype = dtype
         self._checkpoint: tuple[FileKey, StableDiffusionParts] | None = None
         self._motion: tuple[FileKey, MotionModule] | None = None
@@ -80,38 +83,42 @@ class ModelCache:
         self._hashes: dict[FileKey, str] = {}
         self._controlnets: dict[FileKey, ControlNet] = {}
 
-    def checkpoint(self, source: Path | str) -> StableDiffusionParts:
+    def checkpoint(self, source: Path | str, family: ModelFamily = SD15) -> StableDiffusionParts:
         path = fetch_checkpoint(source) if isinstance(source, str) else source
         key = file_key(path)
         if self._checkpoint is None or self._checkpoint[0] != key:
             self._checkpoint = None  # release the old one before loading the new one
             self._unet = None
-            parts = load_checkpoint(path, self.dtype)
-            parts.unet.to(self.device)
-            parts.text_encoder.to(self.device)
-            parts.vae.to(self.device)
+            parts = family.load_checkpoint(path, self.dtype)
+            for value in vars(parts).values():
+                if isinstance(value, torch.nn.Module):
+                    value.to(self.device)
             self._checkpoint = (key, parts)
         return self._checkpoint[1]
 
-    def motion_module(self, path: Path) -> MotionModule:
+    def motion_module(self, path: Path, family: ModelFamily = SD15) -> MotionModule:
         key = file_key(path)
         if self._motion is None or self._motion[0] != key:
             self._motion = None
             self._unet = None
-            motion = load_motion_module(path, self.dtype)
+            motion = family.load_motion_module(path, self.dtype)
             motion.adapter.to(self.device)
             self._motion = (key, motion)
         return self._motion[1]
 
-    def get(self, checkpoint: Path | str, motion_module: Path, groupnorm: str) -> LoadedModels:
+    def get(
+        self, checkpoint: Path | str, motion_module: Path, groupnorm: str, family: ModelFamily = SD15
+    ) -> LoadedModels:
         # Loaded tensors must be ordinary ones even when a caller is in inference mode: inference
         # tensors could not be re-assigned to a new model or patched by LoRAs later.
         with torch.inference_mode(False), torch.no_grad():
-            return self._get(checkpoint, motion_module, groupnorm)
+            return self._get(checkpoint, motion_module, groupnorm, family)
 
-    def _get(self, checkpoint: Path | str, motion_module: Path, groupnorm: str) -> LoadedModels:
-        parts = self.checkpoint(checkpoint)
-        motion = self.motion_module(motion_module)
+    def _get(
+        self, checkpoint: Path | str, motion_module: Path, groupnorm: str, family: ModelFamily
+    ) -> LoadedModels:
+        parts = self.checkpoint(checkpoint, family)
+        motion = self.motion_module(motion_module, family)
         key = (
             file_key(parts.path if parts.path.is_file() else parts.path / "model_index.json"),
             file_key(motion.path),
@@ -142,7 +149,7 @@ class ModelCache:
             for key, path in zip(keys, paths, strict=True):
                 if key not in self._controlnets:
                     net = load_controlnet(path, self.dtype)
-                    net.model.to(self.device)
+                    net.model.to(self.compute_device)
                     self._controlnets[key] = net
         return [self._controlnets[key] for key in keys]
 

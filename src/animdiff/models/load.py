@@ -27,7 +27,7 @@ from animdiff.models.detect import CHECKPOINT_KINDS, MOTION_KINDS, Detected, Kin
 from animdiff.models.files import read_state_dict
 from animdiff.models.tokenizer import PromptTokenizer, clip_tokenizer
 
-LOADABLE_MOTION_KINDS = (Kind.MM_V1, Kind.MM_V2, Kind.MM_V3)
+LOADABLE_MOTION_KINDS = (Kind.MM_V1, Kind.MM_V2, Kind.MM_V3, Kind.MM_ANIMATELCM)
 # SD1.5's VAE overflows to NaN in float16 on some images; it is small, so it always runs in float32.
 VAE_DTYPE = torch.float32
 
@@ -169,7 +169,9 @@ def require_sd15_checkpoint(path: Path, found: Detected) -> None:
     if found.kind in (Kind.SD15, Kind.DIFFUSERS_SD15):
         return
     if found.kind in (Kind.SDXL, Kind.DIFFUSERS_SDXL):
-        raise NotSupportedYetError(f"{path}: SDXL checkpoints are not supported yet (SD1.5 only for now)")
+        raise ModelTypeError(
+            f"{path} is an SDXL checkpoint; models/sdxl.py loads those, not the SD1.5 loader"
+        )
     if found.kind in CHECKPOINT_KINDS:
         raise NotSupportedYetError(f"{path}: {found.kind}s are not supported (SD1.5 only)")
     raise ModelTypeError(f"{path} is a {found.kind}, not a Stable Diffusion checkpoint")
@@ -242,14 +244,31 @@ def _load_motion_module(path: Path, dtype: torch.dtype) -> MotionModule:
     require_motion_module(path, found)
     pe_length = found.pe_length or 0
     config = convert.motion_config_from_guoyww(sd, pe_length)
+    state = convert.motion_from_guoyww(sd, pe_length)
+    if found.kind is Kind.MM_ANIMATELCM:
+        state.update(computed_positional_encodings(config))
     adapter = build_on_meta(
         lambda: MotionAdapter(**config),
-        convert.motion_from_guoyww(sd, pe_length),
+        state,
         what="motion module",
         path=path,
         dtype=dtype,
     )
     return MotionModule(adapter, found.kind, pe_length, path)
+
+
+def computed_positional_encodings(config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The sinusoid tables a module without stored ones (AnimateLCM) uses, as the reference builds
+    them: sin on even channels, cos on odd, base 10000, `motion_max_seq_length` (64) long."""
+    from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+
+    with torch.device("meta"):
+        adapter = MotionAdapter(**config)
+    out = {}
+    for name, buffer in adapter.named_buffers():
+        if name.endswith("pos_embed.pe"):
+            out[name] = SinusoidalPositionalEmbedding(buffer.shape[-1], buffer.shape[-2]).pe
+    return out
 
 
 def require_motion_module(path: Path, found: Detected) -> None:
@@ -258,10 +277,12 @@ def require_motion_module(path: Path, found: Detected) -> None:
     if found.kind in MOTION_KINDS and found.family == "sdxl":
         raise ModelTypeError(
             f"{path} is an SDXL motion module ({found.kind}); it does not fit SD1.5 checkpoints "
-            "(and SDXL checkpoints are not supported yet)"
+            "(models/motion_xl.py loads it for SDXL ones)"
         )
     if found.kind in MOTION_KINDS:
-        raise NotSupportedYetError(f"{path}: {found.kind} is not supported yet (v1, v2 and v3 are)")
+        raise NotSupportedYetError(
+            f"{path}: {found.kind} is not supported yet (v1, v2, v3 and AnimateLCM are)"
+        )
     raise ModelTypeError(f"{path} is a {found.kind}, not a motion module")
 
 

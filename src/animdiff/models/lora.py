@@ -40,15 +40,15 @@ from animdiff.models.detect import Kind, detect
 from animdiff.models.files import read_state_dict
 from animdiff.models.ldm_names import ldm_unet_name
 
-Part = Literal["unet", "text", "motion"]
+Part = Literal["unet", "text", "text2", "motion"]
 Role = Literal["down", "up", "alpha"]
 # How an entry's name is looked up: kohya's underscored names, or dotted UNet / text-encoder paths.
-Family = Literal["kohya", "unet", "text"]
+Family = Literal["kohya", "unet", "text", "text2"]
 
 _KOHYA = re.compile(r"(lora_(?:unet|te\d?)_\w+)\.(lora_down\.weight|lora_up\.weight|alpha)")
 _ORIGINAL = re.compile(r"(?:unet\.)?(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight")
 _PEFT = re.compile(
-    r"(unet|text_encoder)\.(.+?)\."
+    r"(unet|text_encoder_2|text_encoder)\.(.+?)\."
     r"(?:(lora_A|lora_B|lora\.down|lora\.up|lora_linear_layer\.down|lora_linear_layer\.up)\.weight|(alpha))"
 )
 _ROLES: dict[str, Role] = {
@@ -132,9 +132,14 @@ class _Group:
 class _Layers:
     """The layers of one UNet (+ text encoder) a LoRA can target, under every name files use."""
 
-    def __init__(self, unet: nn.Module, text_encoder: nn.Module | None) -> None:
+    def __init__(
+        self, unet: nn.Module, text_encoder: nn.Module | None, text_encoder_2: nn.Module | None = None
+    ) -> None:
         self.unet = _lora_targets(unet)
         self.text = {_text_name(n): m for n, m in _lora_targets(text_encoder).items()}
+        # SDXL's second encoder (OpenCLIP bigG); kohya calls the two `lora_te1_` and `lora_te2_`.
+        self.text2 = {_text_name(n): m for n, m in _lora_targets(text_encoder_2).items()}
+        self.sdxl = text_encoder_2 is not None
         self.has_text_encoder = text_encoder is not None
         self.has_mid_motion = any(n.startswith("mid_block.motion_modules.") for n in self.unet)
         self.kohya = self._kohya_table(getattr(unet, "config", None))
@@ -147,6 +152,14 @@ class _Layers:
             ldm = _ldm_name(name, config)
             if ldm is not None:
                 table.setdefault("lora_unet_" + ldm.replace(".", "_"), ("unet", name))
+        if self.sdxl:
+            for model, prefix, names in (
+                ("text", "lora_te1_", self.text),
+                ("text2", "lora_te2_", self.text2),
+            ):
+                for name in names:
+                    table[prefix + "text_model_" + name.replace(".", "_")] = (model, name)
+            return table
         for name in self.text:
             table["lora_te_text_model_" + name.replace(".", "_")] = ("text", name)
         return table
@@ -155,9 +168,13 @@ class _Layers:
         """(model, name) of the layer an entry targets: model is "unet" or "text"."""
         if group.family == "kohya":
             return self.kohya.get(group.name)
-        if group.family == "text":
+        if group.family in ("text", "text2"):
             name = _text_name(group.name)
-            return ("text", name) if name in self.text else None
+            return (
+                (group.family, name)
+                if name in (self.text if group.family == "text" else self.text2)
+                else None
+            )
         name = _from_original_motion(group.name)
         return ("unet", name) if name in self.unet else None
 
@@ -170,7 +187,7 @@ class _Layers:
         return group.family == "unet" and group.name.startswith("mid_block.motion_modules.")
 
     def module(self, model: str, name: str) -> nn.Module:
-        return self.unet[name] if model == "unet" else self.text[name]
+        return {"unet": self.unet, "text": self.text, "text2": self.text2}[model][name]
 
 
 def _lora_targets(model: nn.Module | None) -> dict[str, nn.Module]:
@@ -218,26 +235,35 @@ def _unwrap_unet(unet: nn.Module) -> nn.Module:
 # --- reading ---------------------------------------------------------------------------------------
 
 
-def read_lora(path: Path, unet: nn.Module, text_encoder: nn.Module | None = None) -> LoraFile:
-    """A LoRA file as patches on these models' layers; raises LoraError for anything that does not fit."""
-    return _read_lora(Path(path), _Layers(_unwrap_unet(unet), text_encoder))
+def read_lora(
+    path: Path,
+    unet: nn.Module,
+    text_encoder: nn.Module | None = None,
+    text_encoder_2: nn.Module | None = None,
+) -> LoraFile:
+    """A LoRA file as patches on these models' layers; raises LoraError for anything that does not fit.
+
+    `text_encoder_2` (SDXL's second encoder) makes it an SDXL LoRA reader (`lora_te1_`/`lora_te2_`)."""
+    return _read_lora(Path(path), _Layers(_unwrap_unet(unet), text_encoder, text_encoder_2))
 
 
 def _read_lora(path: Path, layers: _Layers) -> LoraFile:
     if not path.is_file():
         raise LoraError(f"{path}: LoRA file not found")
     state = read_state_dict(path)
-    _check_kind(path, state)
+    _check_kind(path, state, layers.sdxl)
     groups, unknown = _group_keys(path, state)
     return _to_patches(path, groups, unknown, layers)
 
 
-def _check_kind(path: Path, state: dict[str, torch.Tensor]) -> None:
+def _check_kind(path: Path, state: dict[str, torch.Tensor], sdxl: bool = False) -> None:
     _refuse_lycoris(path, state)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     found = detect(shapes)
-    if found.kind == Kind.LORA_SDXL:
+    if found.kind == Kind.LORA_SDXL and not sdxl:
         raise LoraError(f"{path} is an SDXL LoRA; the checkpoint is SD1.5")
+    if found.kind in (Kind.LORA_SD15, Kind.MOTION_LORA) and sdxl:
+        raise LoraError(f"{path} is a {found.kind}; the checkpoint is SDXL")
     if found.kind not in (Kind.LORA_SD15, Kind.LORA_SDXL, Kind.MOTION_LORA):
         raise LoraError(f"{path} is not a LoRA (detected as: {found.kind})")
 
@@ -279,7 +305,8 @@ def _parse_key(key: str) -> tuple[Family, str, Role] | None:
         projection = "to_out.0" if m[2] == "to_out" else m[2]
         return "unet", f"{m[1]}.{projection}", _ROLES[m[3]]
     if m := _PEFT.fullmatch(key):
-        return ("unet" if m[1] == "unet" else "text"), m[2], _ROLES[m[3] or m[4]]
+        family: Family = {"unet": "unet", "text_encoder": "text", "text_encoder_2": "text2"}[m[1]]
+        return family, m[2], _ROLES[m[3] or m[4]]
     return None
 
 
@@ -323,7 +350,7 @@ def _is_text_without_encoder(group: _Group, layers: _Layers) -> bool:
     """A text-encoder entry when no text encoder was given (it cannot be matched, only set aside)."""
     if layers.has_text_encoder:
         return False
-    return group.family == "text" or group.name.startswith("lora_te_")
+    return group.family in ("text", "text2") or group.name.startswith("lora_te")
 
 
 def _patch(path: Path, group: _Group, target: tuple[str, str], layers: _Layers) -> LoraPatch:
@@ -334,7 +361,7 @@ def _patch(path: Path, group: _Group, target: tuple[str, str], layers: _Layers) 
         raise LoraError(f"{path}: LoRA entry {group.key} has no {missing} weight")
     weight = layers.module(model, name).weight
     _check_shapes(path, group.key, down, up, name, weight)
-    part: Part = "text" if model == "text" else ("motion" if ".motion_modules." in name else "unet")
+    part: Part = model if model in ("text", "text2") else ("motion" if ".motion_modules." in name else "unet")
     return LoraPatch(name, down, up, _scale(path, group, down.shape[0]), part, group.key)
 
 
@@ -416,7 +443,12 @@ class AppliedLoras:
             weight.copy_((weight.float() + delta).to(weight.dtype))
 
 
-def apply_loras(unet: nn.Module, text_encoder: nn.Module | None, items: list[LoraRequest]) -> AppliedLoras:
+def apply_loras(
+    unet: nn.Module,
+    text_encoder: nn.Module | None,
+    items: list[LoraRequest],
+    text_encoder_2: nn.Module | None = None,
+) -> AppliedLoras:
     """Merge `items` into the models in place; on any error, everything changed so far is undone.
 
     All files are read and checked before the first weight changes. Several LoRAs on one layer
@@ -425,7 +457,7 @@ def apply_loras(unet: nn.Module, text_encoder: nn.Module | None, items: list[Lor
     applied = AppliedLoras()
     if not items:
         return applied  # most jobs: no need to index the model's layers
-    layers = _Layers(_unwrap_unet(unet), text_encoder)
+    layers = _Layers(_unwrap_unet(unet), text_encoder, text_encoder_2)
     try:
         files = [(request, _read_lora(Path(request.path), layers)) for request in items]
         for _, lora in files:
@@ -453,8 +485,9 @@ def _by_layer(
     terms: dict[tuple[str, str], list[tuple[LoraPatch, float]]] = {}
     for request, lora in files:
         for patch in lora.patches:
-            strength = request.te_weight if patch.part == "text" else request.unet_weight
+            text = patch.part in ("text", "text2")
+            strength = request.te_weight if text else request.unet_weight
             if strength != 0:
-                model = "text" if patch.part == "text" else "unet"
+                model = patch.part if text else "unet"
                 terms.setdefault((model, patch.target), []).append((patch, float(strength)))
     return terms

@@ -13,6 +13,13 @@ agree on every layer except where GroupNorm takes its statistics:
 of one model instance for thin wrappers that regroup the frames; `groupnorm="diffusers"` leaves
 the model exactly as diffusers builds it (our parity tests compare with diffusers that way).
 Nothing outside this instance is patched.
+
+SDXL's added conditioning (pooled text embedding + size ids, `label_emb`) is per video in diffusers'
+`UNetMotionModel` (one vector per video, repeated over its frames), but per frame in the reference,
+where every frame is a row of its own: prompt travel gives each frame its own pooled embedding. So
+this instance takes the vectors per row (`vector=`): its own config drops the per-video path, and
+the time embedding every block receives gets `add_embedding(vector)` added row by row. With equal
+rows within a video that is the per-video sum diffusers computes, value for value.
 """
 
 from __future__ import annotations
@@ -98,6 +105,10 @@ class MotionUNet(nn.Module):
         self.unet = unet
         self.frames = FrameCount()
         self.groupnorm = groupnorm
+        self._row_embedding: torch.Tensor | None = None
+        self.takes_vector = unet.config.get("addition_embed_type") == "text_time"
+        if self.takes_vector:
+            self._add_embedding_per_row()
         if groupnorm == "reference":
             self._use_reference_norms(kind)
         elif groupnorm != "diffusers":
@@ -116,6 +127,25 @@ class MotionUNet(nn.Module):
             elif cross_frame:
                 _replace_child(self.unet, name, CrossFrameGroupNorm(module, self.frames))
 
+    def _add_embedding_per_row(self) -> None:
+        # Only this instance's config changes (build_motion_unet makes one per MotionUNet).
+        self.unet.register_to_config(addition_embed_type=None)
+        blocks = [*self.unet.down_blocks, *self.unet.up_blocks]
+        if self.unet.mid_block is not None:
+            blocks.append(self.unet.mid_block)
+        for block in blocks:
+            block.register_forward_pre_hook(self._add_row_embedding, with_kwargs=True)
+
+    def _add_row_embedding(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        rows = self._row_embedding
+        if rows is None:
+            return None
+        if "temb" in kwargs:
+            kwargs["temb"] = kwargs["temb"] + rows
+        else:  # the mid block gets it positionally
+            args = (args[0], args[1] + rows, *args[2:])
+        return args, kwargs
+
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
@@ -130,9 +160,28 @@ class MotionUNet(nn.Module):
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         residuals: Residuals | None = None,
+        vector: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`residuals`: ControlNet outputs for the UNet's rows (video-major, as diffusers flattens)."""
+        """`residuals`: ControlNet outputs for the UNet's rows (video-major, as diffusers flattens);
+        `vector`: SDXL's added conditioning for those rows (pooled text + size features)."""
         self.frames.value = sample.shape[2]
+        if self.takes_vector:
+            if vector is None or vector.shape[0] != sample.shape[0] * sample.shape[2]:
+                raise ValueError("this UNet needs one added-conditioning vector per frame (vector=)")
+            embedding = self.unet.add_embedding
+            self._row_embedding = embedding(vector.to(embedding.linear_1.weight.dtype))
+        try:
+            return self._call(sample, timestep, encoder_hidden_states, residuals)
+        finally:
+            self._row_embedding = None
+
+    def _call(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        residuals: Residuals | None,
+    ) -> torch.Tensor:
         control = {}
         if residuals is not None:
             control = {

@@ -20,7 +20,7 @@ from typing import Any
 import animdiff
 from animdiff.control_units import ControlNetUnit
 from animdiff.errors import ParamsError
-from animdiff.params import DEFAULT_FPS, MotionLora, Params
+from animdiff.params import DEFAULT_CONTEXT, DEFAULT_FPS, MotionLora, Params
 
 NEGATIVE = "Negative prompt: "
 ANIMATEDIFF = "AnimateDiff"
@@ -28,6 +28,7 @@ CONTROLNET = "ControlNet"
 
 # Settings animdiff has and the reference has not; written only when not at these values.
 OWN_DEFAULTS = {"fuse": "overwrite", "prompt_interpolation": "slerp", "groupnorm": "reference"}
+FREEINIT_KEYS = ("freeinit_filter", "freeinit_ds", "freeinit_dt", "freeinit_iters")
 
 _DECODER = json.JSONDecoder()
 _KEY = re.compile(r"\s*([^:,]+?)\s*(:\s*|,|$)")
@@ -198,18 +199,20 @@ def _animatediff_value(
         ("fps", fps or params.fps or DEFAULT_FPS),
         ("loop_number", params.loop_number),
         ("closed_loop", params.closed_loop),
-        ("batch_size", context or params.context),
+        ("batch_size", context or params.context or DEFAULT_CONTEXT),
         ("stride", params.stride),
         ("overlap", overlap),
         ("interp", params.interp),
         ("interp_x", params.interp_x),
-        ("freeinit_enable", False),  # FreeInit is not implemented; the key keeps the layout
+        ("freeinit_enable", params.freeinit_enable),
         ("request_id", params.request_id or None),
         ("mm_hash", mm_hash or None),
     ]
     for key, default in OWN_DEFAULTS.items():
         if getattr(params, key) != default:
             items.append((key, getattr(params, key)))
+    if params.freeinit_enable:  # ours: the reference records only freeinit_enable
+        items += [(key, getattr(params, key)) for key in FREEINIT_KEYS]
     if params.motion_loras:
         items.append(("motion_lora", format_motion_loras(params.motion_loras)))
     if generated is not None and generated > frames:
@@ -288,8 +291,15 @@ def _split_animatediff(value: str) -> dict[str, str]:
     return {key: item for key, item in items}
 
 
+def _flag(value: str) -> bool:
+    """Python's str() of a bool, as the reference writes it."""
+    if value.strip() not in ("True", "False"):
+        raise ValueError(value)
+    return value.strip() == "True"
+
+
 # (infotext key, Params field, conversion)
-_CONVERSIONS: tuple[tuple[str, str, type], ...] = (
+_CONVERSIONS: tuple[tuple[str, str, Any], ...] = (
     ("Steps", "steps", int),
     ("Sampler", "sampler", str),
     ("CFG scale", "cfg_scale", float),
@@ -310,6 +320,11 @@ _CONVERSIONS: tuple[tuple[str, str, type], ...] = (
     ("AnimateDiff fuse", "fuse", str),
     ("AnimateDiff prompt_interpolation", "prompt_interpolation", str),
     ("AnimateDiff groupnorm", "groupnorm", str),
+    ("AnimateDiff freeinit_enable", "freeinit_enable", _flag),
+    ("AnimateDiff freeinit_filter", "freeinit_filter", str),
+    ("AnimateDiff freeinit_ds", "freeinit_ds", float),
+    ("AnimateDiff freeinit_dt", "freeinit_dt", float),
+    ("AnimateDiff freeinit_iters", "freeinit_iters", int),
 )
 
 
@@ -347,8 +362,9 @@ def params_from_infotext(text: str) -> dict[str, Any]:
     return out
 
 
-def _convert(key: str, value: str, convert: type) -> Any:
+def _convert(key: str, value: str, convert: Any) -> Any:
     try:
         return convert(value.strip()) if convert is not str else value
     except ValueError:
-        raise ParamsError(f"infotext: {key} {value!r} is not a {convert.__name__}") from None
+        what = "True or False" if convert is _flag else f"a {convert.__name__}"
+        raise ParamsError(f"infotext: {key} {value!r} is not {what}") from None

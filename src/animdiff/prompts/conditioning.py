@@ -10,6 +10,7 @@ The negative prompt is not travelled and keeps its tags as text, as in A1111.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -59,10 +60,40 @@ def frame_embeddings(
     encoder: PromptEncoder, plan: PromptPlan, negative: str, batch: int, method: str = "slerp"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(cond (batch, tokens, width), uncond (1, tokens, width)), padded to the same token count."""
+    cond, uncond = frame_conditioning(encoder, plan, negative, batch, method)
+    return cond.tokens, uncond.tokens
+
+
+@dataclass(frozen=True)
+class TextConditioning:
+    """Token embeddings (rows, tokens, width) and, for SDXL, the added-conditioning vectors (rows, width)."""
+
+    tokens: torch.Tensor
+    vector: torch.Tensor | None = None
+
+
+def frame_conditioning(
+    encoder: Any, plan: PromptPlan, negative: str, batch: int, method: str = "slerp"
+) -> tuple[TextConditioning, TextConditioning]:
+    """(cond with one row per generated frame, uncond with one row), for any family's encoder.
+
+    `encoder.encode_embeds(texts)` gives (tokens, vectors or None) per text (family.py). Prompt travel
+    blends the token embeddings and, apart from them, the vectors, as the reference blends SGM's
+    `crossattn` and `vector` separately. An empty negative prompt goes through the encoder's
+    `empty_negative` when it has one (SDXL: A1111 zeroes it).
+    """
     frames = sorted(plan.prompts)
-    encoded = encoder.encode([plan.prompts[f] for f in frames] + [negative])
-    keyframes = dict(zip(frames, encoded[:-1], strict=True))
-    uncond = encoded[-1:]
-    if plan.blends is None:
-        return keyframes[0].unsqueeze(0).expand(batch, -1, -1), uncond
-    return interpolate_embeddings(keyframes, plan.blends, method), uncond
+    tokens, vectors = encoder.encode_embeds([plan.prompts[f] for f in frames] + [negative])
+    uncond_tokens, uncond_vector = tokens[-1:], None if vectors is None else vectors[-1:]
+    if negative == "" and uncond_vector is not None and hasattr(encoder, "empty_negative"):
+        uncond_tokens, uncond_vector = encoder.empty_negative(uncond_tokens, uncond_vector)
+    uncond = TextConditioning(uncond_tokens, uncond_vector)
+    per_frame = [tokens[:-1]] + ([] if vectors is None else [vectors[:-1]])
+    out = []
+    for stacked in per_frame:
+        keyframes = dict(zip(frames, stacked, strict=True))
+        if plan.blends is None:
+            out.append(keyframes[0].unsqueeze(0).expand(batch, *stacked.shape[1:]))
+        else:
+            out.append(interpolate_embeddings(keyframes, plan.blends, method))
+    return TextConditioning(out[0], out[1] if len(out) > 1 else None), uncond

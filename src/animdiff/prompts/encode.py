@@ -52,6 +52,10 @@ class PromptEncoder:
         encoded = self._encode_chunks([chunk for chunks in padded for chunk in chunks])
         return encoded.reshape(len(prompts), -1, encoded.shape[2])
 
+    def encode_embeds(self, prompts: list[str]) -> tuple[torch.Tensor, None]:
+        """The model-family interface (family.py): SD1.5 has no added-conditioning vector."""
+        return self.encode(prompts), None
+
     def _encode_chunks(self, chunks: list[Chunk]) -> torch.Tensor:
         device = self.text_encoder.device
         tokens = torch.tensor([c.tokens for c in chunks], device=device)

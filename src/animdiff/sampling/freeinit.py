@@ -7,9 +7,10 @@ frequencies and the initial noise's high ones, mixed in the 3-D Fourier domain o
 with a low-pass mask. The reference reuses the same initial noise for the high frequencies every
 iteration (drawing fresh noise is commented out there); `reinit_noise` does the same by default.
 
-Everything here is a pure function of tensors; the iteration loop (restarting the step counter,
-one full sampling run per iteration) belongs to the sampler. Latents are (..., frames, h, w): the
-frame axis is the third from last, as in diffusers' (videos, channels, frames, h, w).
+Everything here is a pure function of tensors; `freeinit_sample` runs the iterations through a
+callable that does one full sampling run (the pipeline's, which restarts its step counter).
+Latents are (..., frames, h, w): the frame axis is the third from last, as in diffusers'
+(videos, channels, frames, h, w).
 
 The filters follow the reference exactly, quirks included: with D² = ((d_s/d_t)(2t/T − 1))² +
 (2h/H − 1)² + (2w/W − 1)², the ideal filter keeps D² ≤ 2·d_s (not d_s²); the box keeps a block of
@@ -22,11 +23,13 @@ do we); any filter is all zeros when d_s or d_t is 0. Values are computed in flo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-FILTERS = ("butterworth", "gaussian", "ideal", "box")
+from animdiff.choices import FREEINIT_FILTERS
+
+FILTERS = FREEINIT_FILTERS
 # The reference re-noises to the last training step, whatever the sampler's schedule.
 RENOISE_STEP = 999
 _FFT_DIMS = (-3, -2, -1)
@@ -125,3 +128,25 @@ def reinit_noise(
     """
     noised = renoise(x0, initial_noise, alphas_cumprod[step])
     return mix_frequencies(noised, initial_noise if high is None else high, lpf)
+
+
+def freeinit_sample(
+    run: Callable[[torch.Tensor, int], torch.Tensor],
+    noise: torch.Tensor,
+    *,
+    iterations: int,
+    lpf: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
+    """FreeInit's loop over whole sampling runs; latents are (frames, C, h, w) as the loop keeps them.
+
+    `run(noise, iteration)` is one full sampling run from unit-variance noise (the caller restarts
+    its step counter there). Iteration 0 starts from `noise`; each later one from `reinit_noise` of
+    the previous result, whose high frequencies are `noise`'s again. `lpf` is the mask for
+    (C, frames, h, w).
+    """
+    x = run(noise, 0)
+    for iteration in range(1, iterations):
+        mixed = reinit_noise(x.transpose(0, 1), noise.transpose(0, 1), lpf, alphas_cumprod)
+        x = run(mixed.transpose(0, 1).contiguous(), iteration)
+    return x

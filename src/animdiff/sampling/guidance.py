@@ -23,7 +23,8 @@ WindowSchedule = Callable[[int], list[list[int]]]
 # (windows done, distinct windows) after each model call: progress, and a place to cancel between calls
 WindowCallback = Callable[[int, int], None]
 # (videos, C, frames, h, w), timestep, (videos * frames, tokens, width) -> eps like the sample;
-# called with a fourth argument, the ControlNet residuals, only when a ControlNet acts.
+# called with a fourth argument, the ControlNet residuals, only when a ControlNet acts, and with
+# `vector=` (per-row added conditioning) only for models that take one.
 VideoModel = Callable[..., torch.Tensor]
 
 
@@ -35,6 +36,10 @@ class Conditioning:
     uncond: torch.Tensor  # (1, tokens, width): the negative prompt is the same for every frame
     scale: float
     control: ControlLayer | None = None  # ControlNet units with their per-frame hints
+    # Added conditioning (SDXL's pooled text + size features), one row per frame and the negative's
+    # one row; None for models without it. Sliced and batched exactly like `cond` / `uncond`.
+    cond_vector: torch.Tensor | None = None
+    uncond_vector: torch.Tensor | None = None
 
     @property
     def guided(self) -> bool:
@@ -53,7 +58,8 @@ def guided_windows(
     """Guided eps for several windows in one model call: (windows, window length, C, h, w).
 
     The one place where per-frame inputs are cut to the windows' frames: latents, prompt
-    embeddings and each ControlNet unit's hints are indexed with the same frame list. `step` is
+    embeddings, added-conditioning vectors and each ControlNet unit's hints are indexed with the
+    same frame list. `step` is
     the model evaluation (from 0), which decides the ControlNet units that act.
     """
     index = torch.tensor(windows, device=x.device)
@@ -66,6 +72,12 @@ def guided_windows(
         embeddings = torch.cat([cond, conditioning.uncond.expand(cond.shape[0], -1, -1)])
     else:
         batch, embeddings = videos, cond
+    options = {}
+    if conditioning.cond_vector is not None:
+        vector = conditioning.cond_vector[rows.to(conditioning.cond_vector.device)]
+        if guided and conditioning.uncond_vector is not None:
+            vector = torch.cat([vector, conditioning.uncond_vector.expand(vector.shape[0], -1)])
+        options["vector"] = vector
     extra = []
     control = conditioning.control
     if control is not None:
@@ -74,7 +86,7 @@ def guided_windows(
         residuals = control.residuals(sample_rows, t, embeddings, hints, step=step, guided=guided)
         if residuals is not None:
             extra.append(residuals)
-    eps = model(batch, t, embeddings, *extra)
+    eps = model(batch, t, embeddings, *extra, **options)
     if guided:
         eps_cond, eps_uncond = eps.chunk(2)
         eps = eps_uncond + conditioning.scale * (eps_cond - eps_uncond)

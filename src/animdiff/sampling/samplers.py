@@ -1,6 +1,7 @@
 """A1111 sampler names mapped onto diffusers schedulers.
 
-Every scheduler gets AnimateDiff's trained noise schedule: betas linear from 0.00085 to 0.012
+Every scheduler gets the motion module's trained noise schedule (`make_scheduler`'s `betas`), by
+default AnimateDiff's: betas linear from 0.00085 to 0.012
 over 1000 steps (diffusers' `beta_schedule="linear"`). That is the schedule the motion modules
 were trained with and the one the A1111 extension swaps in while a module is loaded; SD's own
 `scaled_linear` schedule gives washed-out, flickering motion. The sampler settings below are the
@@ -82,9 +83,13 @@ def _fold(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "+")
 
 
-def make_scheduler(name: str) -> SchedulerMixin:
-    """A fresh scheduler for one job (schedulers hold per-run state, so never share one)."""
+def make_scheduler(name: str, betas: dict[str, Any] | None = None) -> SchedulerMixin:
+    """A fresh scheduler for one job (schedulers hold per-run state, so never share one).
+
+    `betas`: the training schedule's scheduler keys (the motion module's family, e.g.
+    AnimateDiff-XL's scaled-linear to 0.020); AnimateDiff's linear schedule when not given.
+    """
     import diffusers
 
     spec = _SPECS[canonical_sampler_name(name)]
-    return getattr(diffusers, spec.cls)(**ANIMATEDIFF_BETAS, **spec.options)
+    return getattr(diffusers, spec.cls)(**(betas or ANIMATEDIFF_BETAS), **spec.options)

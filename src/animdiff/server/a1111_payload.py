@@ -37,20 +37,20 @@ ANIMATEDIFF_FIELDS = {
     "video_source": "video_source",
     "video_path": "video_path",
     "request_id": "request_id",
+    "freeinit_enable": "freeinit_enable",
+    "freeinit_filter": "freeinit_filter",
+    "freeinit_ds": "freeinit_ds",
+    "freeinit_dt": "freeinit_dt",
+    "freeinit_iters": "freeinit_iters",
 }
 # Accepted and without effect at these values; any other value is refused as not supported.
 ANIMATEDIFF_INERT = {
     "enable": True,
     "mask_path": "",
-    "freeinit_enable": False,
     "last_frame": None,
 }
-# Only meaningful with a feature above (FreeInit, img2img latents) or internal to the extension.
+# Only meaningful with a feature above (img2img latents) or internal to the extension.
 ANIMATEDIFF_IGNORED = (
-    "freeinit_filter",
-    "freeinit_ds",
-    "freeinit_dt",
-    "freeinit_iters",
     "latent_power",
     "latent_scale",
     "latent_power_last",

@@ -31,9 +31,9 @@ from animdiff.server.previews import Previews
 from animdiff.server.results import Results
 from animdiff.server.security import AuthMiddleware, BodyLimitMiddleware, Credentials
 from animdiff.server.settings import ServerSettings
-from animdiff.server.store import JobStore
+from animdiff.server.store import open_store
 from animdiff.server.submit import JobService
-from animdiff.server.worker import Worker, WorkerPool
+from animdiff.server.worker import Heartbeat, Worker, WorkerPool, remove_partials
 
 log = logging.getLogger("animdiff.server")
 
@@ -42,7 +42,7 @@ def build_context(settings: ServerSettings, animators: Sequence[Animator] | None
     """The store, results, workers and job service of a server (not started)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(settings.database)
+    store = open_store(settings.store_target)
     results = Results(settings.results_dir)
     bus = EventBus()
     if animators is None:
@@ -57,11 +57,17 @@ def build_context(settings: ServerSettings, animators: Sequence[Animator] | None
             for device in settings.devices
         ]
     previews = Previews(settings.preview_interval_s) if settings.previews else None
-    workers = [
-        Worker(f"worker-{i} ({a.device})", a, store, results, settings, bus.publish, previews)
-        for i, a in enumerate(animators)
-    ]
-    pool = WorkerPool(workers)
+    if settings.workers:  # Ray workers (scale-out), fed from the same queue
+        from animdiff.server.ray_pool import RayPool
+
+        pool = RayPool(store, results, settings, bus.publish)
+    else:
+        workers = [
+            Worker(f"worker-{i} ({a.device})", a, store, results, settings, bus.publish, previews)
+            for i, a in enumerate(animators)
+        ]
+        pool = WorkerPool(workers)
+    pool.heartbeat = Heartbeat(store, settings, pool.running, bus.publish)
 
     def on_submit() -> None:
         pool.wake()
@@ -81,11 +87,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.bus.bind(asyncio.get_running_loop())
-        interrupted = ctx.store.recover(settings.requeue_interrupted)
+        interrupted = ctx.store.recover(
+            settings.requeue_interrupted,
+            stale_after_s=settings.stale_after_s if ctx.store.shared else None,
+        )
         if interrupted:
             action = "requeued" if settings.requeue_interrupted else "marked interrupted"
             log.warning("%d job(s) were running when the server stopped: %s", len(interrupted), action)
-        ctx.results.remove_partials()
+        remove_partials(ctx.store, ctx.results)
         if start_workers:
             ctx.pool.start()
         try:

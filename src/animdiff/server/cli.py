@@ -54,6 +54,23 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     serve.add_argument(
         "--previews", action="store_true", help="live previews from the latents while denoising"
     )
+    scale = serve.add_argument_group("scale-out (several GPUs, machines or servers)")
+    scale.add_argument(
+        "--db", help="postgresql://USER:PASS@HOST/DB: a job queue several servers share (default: SQLite)"
+    )
+    scale.add_argument(
+        "--workers",
+        help="'auto' (a local Ray cluster) or ray://HOST:PORT: run jobs on Ray workers (extra ray)",
+    )
+    scale.add_argument(
+        "--ray-actors", type=int, help="Ray workers to start (default: one per GPU, 1 without)"
+    )
+    scale.add_argument(
+        "--ray-cpus-per-actor", type=float, default=1.0, help="CPUs a Ray worker holds without GPU"
+    )
+    scale.add_argument(
+        "--requeue-limit", type=int, default=1, help="requeues of a job whose worker died mid-job (default 1)"
+    )
     serve.add_argument("--log-level", default="info")
     return serve
 
@@ -89,6 +106,11 @@ def settings_from_args(args: argparse.Namespace):  # -> ServerSettings (imported
             requeue_interrupted=args.requeue_interrupted,
             sync_timeout_s=args.sync_timeout,
             previews=args.previews,
+            db=args.db,
+            workers=args.workers,
+            ray_actors=args.ray_actors,
+            ray_cpus_per_actor=args.ray_cpus_per_actor,
+            requeue_limit=args.requeue_limit,
         )
     except ValidationError as exc:
         raise ParamsError(
@@ -112,6 +134,10 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ParamsError(
             f"the server needs its extra: pip install 'animdiff[server]' ({exc.name} is missing)"
         ) from None
+    if settings.workers:
+        from animdiff.server.ray_pool import import_ray
+
+        import_ray()  # without the extra: a message naming it, before anything starts
     from animdiff.models.store import ModelStore
 
     ModelStore(settings.models_dir).check()  # a wrong models folder stops here, not at the first job

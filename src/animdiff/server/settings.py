@@ -49,6 +49,22 @@ class ServerSettings(BaseModel):
     progress_interval_s: float = Field(0.1, ge=0, description="least time between stored window events")
     previews: bool = Field(False, description="make live previews from the latents (costs a little time)")
     preview_interval_s: float = Field(1.0, ge=0, description="least time between previews of a job")
+    db: str | None = Field(
+        None, description="postgresql://... for a queue several servers share; default SQLite in the data dir"
+    )
+    workers: str | None = Field(None, description="'auto' (a local Ray cluster) or ray://HOST:PORT")
+    ray_actors: int | None = Field(None, ge=1, description="Ray workers; default one per GPU (1 without)")
+    ray_cpus_per_actor: float = Field(1.0, gt=0, description="CPUs a Ray worker holds when it has no GPU")
+    requeue_limit: int = Field(1, ge=0, description="requeues of a job whose worker died mid-job")
+    heartbeat_s: float = Field(10.0, gt=0, description="how often a server marks its running jobs alive")
+    stale_after_s: float = Field(60.0, gt=0, description="a shared queue recovers jobs silent this long")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: str | None) -> str | None:
+        if value is not None and value != "auto" and not value.startswith("ray://"):
+            raise ValueError("expected 'auto' or ray://HOST:PORT")
+        return value
 
     @field_validator("models_dir", "data_dir")
     @classmethod
@@ -67,6 +83,11 @@ class ServerSettings(BaseModel):
     @property
     def database(self) -> Path:
         return self.data_dir / "queue.sqlite3"
+
+    @property
+    def store_target(self) -> str | Path:
+        """What `open_store` opens: the --db URL, or the SQLite file in the data dir."""
+        return self.db or self.database
 
     @property
     def results_dir(self) -> Path:

@@ -31,7 +31,7 @@ from animdiff.server.previews import Previews
 from animdiff.server.progress import ProgressTracker
 from animdiff.server.results import FRAMES_FOLDER, Results
 from animdiff.server.settings import ServerSettings
-from animdiff.server.store import CANCELED, FAILED, SUCCEEDED, JobRecord, JobStore
+from animdiff.server.store import CANCELED, FAILED, RUNNING, SUCCEEDED, JobRecord, JobStore
 
 log = logging.getLogger("animdiff.server")
 IDLE_POLL_S = 1.0
@@ -136,7 +136,11 @@ class Worker:
             outcome = self._execute(record, partial, cancel)
             files = self.results.commit(record.id, partial, outcome.pop("folder"))
             self.store.finish(
-                record.id, SUCCEEDED, warnings=outcome.pop("warnings"), result={**outcome, "files": files}
+                record.id,
+                SUCCEEDED,
+                warnings=outcome.pop("warnings"),
+                result={**outcome, "files": files},
+                attempt=record.attempt,
             )
         except BaseException as exc:
             self.results.discard(partial)
@@ -204,14 +208,20 @@ class Worker:
             log.warning("job %s stopped by the server's shutdown", record.id)
             return
         if isinstance(exc, CancelledError):
-            self.store.finish(record.id, CANCELED, error_type="canceled", error="canceled while running")
+            self.store.finish(
+                record.id,
+                CANCELED,
+                error_type="canceled",
+                error="canceled while running",
+                attempt=record.attempt,
+            )
             return
         error_type, message = classify(exc)
         if error_type == OUT_OF_MEMORY:
             self._free_memory()
         if error_type == "internal":
             log.error("job %s failed:\n%s", record.id, "".join(traceback.format_exception(exc)))
-        self.store.finish(record.id, FAILED, error_type=error_type, error=message)
+        self.store.finish(record.id, FAILED, error_type=error_type, error=message, attempt=record.attempt)
 
     def _free_memory(self) -> None:
         """Drop the cached models: the next job reloads what it needs into a clean device."""
@@ -252,17 +262,78 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "internal", f"{type(exc).__name__}: {text}"
 
 
+def remove_partials(store: JobStore, results: Results) -> None:
+    """Crash left-overs at startup. On a queue several servers share (and so, usually, a shared
+    data dir) the partial folders of jobs still running elsewhere are kept."""
+    if not store.shared:
+        results.remove_partials()
+        return
+    import shutil
+
+    from animdiff.server.results import PARTIAL_PREFIX
+
+    running = {record.id for record in store.list(RUNNING, limit=1_000_000)[0]}
+    for path in results.root.glob(f"{PARTIAL_PREFIX}*"):
+        if path.name[len(PARTIAL_PREFIX) :] not in running:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class Heartbeat:
+    """Marks the jobs this server runs as alive every `heartbeat_s`; on a queue several servers
+    share it also recovers the jobs of a server that died (silent for `stale_after_s`)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        settings: ServerSettings,
+        running: Callable[[], list[str]],
+        publish: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store, self.settings, self.running, self.publish = store, settings, running, publish
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="animdiff-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            try:
+                self.store.heartbeat(self.running())
+                if self.store.shared:
+                    recovered = self.store.recover(
+                        self.settings.requeue_interrupted,
+                        stale_after_s=self.settings.stale_after_s,
+                        max_attempts=self.settings.requeue_limit + 1,
+                    )
+                    if recovered:
+                        log.warning("recovered jobs of a server that stopped: %s", recovered)
+                        self.publish()
+            except Exception:
+                log.exception("heartbeat failed")
+
+
 class WorkerPool:
     """The workers of a server, one per device."""
 
-    def __init__(self, workers: list[Worker]) -> None:
+    def __init__(self, workers: list[Worker], heartbeat: Heartbeat | None = None) -> None:
         self.workers = workers
+        self.heartbeat = heartbeat
 
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
 
     def stop(self, timeout: float | None = 30.0) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         for worker in self.workers:
             worker.stop(timeout)
 

@@ -207,6 +207,9 @@ def write_models_dir(root: Path) -> dict[str, Path]:
     from animdiff.testing.controlnet import write_tiny_controlnets  # here: it imports this module
 
     written.update(write_tiny_controlnets(root, sd))
+    from animdiff.testing.sdxl import write_tiny_sdxl_files  # here: it imports this module
+
+    written.update(write_tiny_sdxl_files(root))
     # Where Deforum keeps FILM inside an A1111 models folder, so `--interp FILM` finds it.
     written["film"] = write_film_standin(root / "Deforum" / "film_interpolation" / "film_net_fp16.pt")
     return written

@@ -68,7 +68,7 @@ _OPEN_CLIP_NAMES = {
 
 SDXL_FILES = {
     "sdxl": "Stable-diffusion/tiny-sdxl.safetensors",
-    "mm-sdxl-beta-ckpt": "AnimateDiff/tiny-mm-sdxl-beta.ckpt",
+    "mm-sdxl-beta-ckpt": "AnimateDiff/tiny-mm-sdxl-v10-beta.ckpt",
     "mm-hotshot": "AnimateDiff/tiny-hotshotxl.safetensors",
     "mm-hotshot-rekeyed": "AnimateDiff/tiny-mm-sdxl-hs.safetensors",
     "lora-sdxl-tiny": "Lora/tiny-sdxl-lora.safetensors",
