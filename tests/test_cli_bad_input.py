@@ -197,6 +197,6 @@ def test_version(capsys) -> None:
 def test_help_does_not_offer_refused_features(capsys) -> None:
     assert main(["generate", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "frame" not in text.split("--format", 1)[1].split("\n  --", 1)[0]
+    assert "frame" not in text.split("\n  --format", 1)[1].split("\n  --", 1)[0]
     # video inputs feed ControlNet units, so they are offered next to --controlnet
     assert "--video-source FILE" in text and "--video-path DIR" in text and "--controlnet KEY=VALUE" in text

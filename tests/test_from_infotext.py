@@ -25,9 +25,20 @@ NOT_RECORDED = {
     "webp_lossless",
     "video_source",
     "video_path",
+    "video_dedupe",
     # recorded without their inputs (files on the machine that made them), so a job with units
     # needs an input again to be restored; their round trip is in test_controlnet_units.py
     "controlnet_units",
+    # img2img: the input files are not recorded and FreeInit (set above) is refused with them; the
+    # strength and latent settings' round trip is in test_img2img_e2e.py
+    "init_image",
+    "last_frame",
+    "mask_path",
+    "denoising_strength",
+    "latent_power",
+    "latent_scale",
+    "latent_power_last",
+    "latent_scale_last",
 }
 ALL_FORMATS = ("gif", "mp4", "webm", "webp", "png", "txt")
 

@@ -29,7 +29,14 @@ FLAG_NAMES = {
     "gif_gifsicle": "--gifsicle",
 }
 POSITIONAL = {"prompt"}
-METAVARS = {"video_source": "FILE", "video_path": "DIR"}
+METAVARS = {
+    "video_source": "FILE",
+    "video_path": "DIR",
+    "init_image": "FILE",
+    "last_frame": "FILE",
+    "mask_path": "DIR",
+    "denoising_strength": "0..1",
+}
 # The CLI writes files; "frame" (every frame as PNG bytes in an answer) exists for the HTTP API.
 CLI_FORMATS = (*VIDEO_FORMATS, "txt")
 USAGE_ERROR = 2  # the command line itself is malformed (argparse's convention)

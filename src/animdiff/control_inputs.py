@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from animdiff.errors import ModelTypeError, NotSupportedYetError
 from animdiff.models.detect import Kind, detect_file
 from animdiff.models.store import ModelStore
 from animdiff.params import Params
+
+if TYPE_CHECKING:
+    from animdiff.control.decimate import Decimate
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class PreparedUnit:
     frames: int | None  # frames the input has; None for one image used for every frame
     size: tuple[int, int]  # (width, height) of the input as displayed
     fps: Fraction | None  # the input's own rate (video files only)
+    dedupe: bool = False  # near-duplicate frames dropped while reading (the shared input only)
 
     def describe(self) -> str:
         count = "1 image for every frame" if self.frames is None else f"{self.frames} frames"
@@ -72,7 +77,10 @@ def prepare_units(params: Params, store: ModelStore, checkpoint: Path | str) -> 
 def _require_runnable_preprocessor(index: int, unit: ControlNetUnit) -> None:
     """Model-based preprocessors are listed (so their names are known) but cannot run yet."""
     from animdiff.control import PREPROCESSORS, find_preprocessor
+    from animdiff.control_units import is_inpaint_module
 
+    if is_inpaint_module(unit.module):
+        return  # its hint is built from the job's masks (pipeline.Animator.control_layer)
     entry = find_preprocessor(unit.module)
     if not entry.available:
         needs = entry.weights.install_hint() if entry.weights is not None else "its model"
@@ -93,11 +101,24 @@ def _probe_input(index: int, unit: ControlNetUnit, model: Path, params: Params) 
         return PreparedUnit(index, unit, model, source, "image", None, (width, height), None)
     given = unit.batch_images or params.video_path or params.video_source
     assert given is not None  # Params refuses a unit without any input
+    dedupe = params.video_dedupe and not unit.batch_images
     try:
         info = probe_video(given)
+        frames = kept_frame_count(info.path) if dedupe else info.frame_count
     except VideoInputError as exc:
         raise VideoInputError(f"ControlNet unit {index}: {exc}") from exc
-    return PreparedUnit(index, unit, model, info.path, info.kind, info.frame_count, info.size, info.fps)
+    return PreparedUnit(index, unit, model, info.path, info.kind, frames, info.size, info.fps, dedupe)
+
+
+def kept_frame_count(path: Path) -> int:
+    """Frames left after near-duplicate dropping: known only by reading them all, one at a time
+    at the source size (memory: two frames), so a deduplicated source costs one extra decode."""
+    from contextlib import closing
+
+    from animdiff.control import REFERENCE_DECIMATE, iter_video_frames
+
+    with closing(iter_video_frames(path, decimate=REFERENCE_DECIMATE)) as frames:
+        return sum(1 for _ in frames)
 
 
 def _image_size(path: Path, index: int) -> tuple[int, int]:
@@ -115,6 +136,12 @@ def _image_size(path: Path, index: int) -> tuple[int, int]:
             return ImageOps.exif_transpose(image).size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise VideoInputError(f"ControlNet unit {index}: image {path} cannot be read ({exc})") from exc
+
+
+def _decimate(dedupe: bool) -> Decimate | None:
+    from animdiff.control import REFERENCE_DECIMATE
+
+    return REFERENCE_DECIMATE if dedupe else None
 
 
 def fewest_frames(units: tuple[PreparedUnit, ...]) -> int | None:
@@ -142,7 +169,9 @@ def unit_hints(prepared: PreparedUnit, count: int, width: int, height: int) -> n
     if prepared.frames is None:
         frames = [resize_frame(load_image(prepared.source), size, unit.resize_mode, fill="median")]
     else:
-        frames = read_video_frames(prepared.source, count, size, unit.resize_mode, fill="median")
+        frames = read_video_frames(
+            prepared.source, count, size, unit.resize_mode, fill="median", decimate=_decimate(prepared.dedupe)
+        )
     resolution = min(width, height) if unit.pixel_perfect else unit.processor_res
     hints = np.stack(
         list(

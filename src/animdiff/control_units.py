@@ -31,6 +31,15 @@ ControlMode = Literal[CONTROL_MODES]  # type: ignore[valid-type]
 ResizeModeLabel = Literal[RESIZE_MODE_LABELS]  # type: ignore[valid-type]
 
 # "control_v11p_sd15_canny [d14c016b]": the extension's model names carry a short hash.
+# The inpaint ControlNet's preprocessors: the hint is the frame with its masked pixels at -1
+# (control/masks.py `inpaint_hints`), built by the run from the job's masks, not by an image filter.
+INPAINT_MODULES = ("inpaint", "inpaint_only")
+
+
+def is_inpaint_module(name: str) -> bool:
+    return name.strip().lower() in INPAINT_MODULES
+
+
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{6,}\]\s*$")
 
 
@@ -68,6 +77,8 @@ class ControlNetUnit(BaseModel):
 
         if not value.strip():
             return "none"
+        if is_inpaint_module(value):
+            return value.strip().lower()
         try:
             return find_preprocessor(value).name
         except AnimdiffError as exc:
@@ -127,7 +138,8 @@ class ControlNetUnit(BaseModel):
         if self.image and self.batch_images:
             raise ValueError("give either image or batch_images, not both")
         try:
-            resolve_thresholds(find_preprocessor(self.module), self.threshold_a, self.threshold_b)
+            if not is_inpaint_module(self.module):
+                resolve_thresholds(find_preprocessor(self.module), self.threshold_a, self.threshold_b)
         except AnimdiffError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -142,6 +154,8 @@ class ControlNetUnit(BaseModel):
         """The two threshold values in effect (the preprocessor's defaults filled in; 0 for none)."""
         from animdiff.control.preprocess import find_preprocessor, resolve_thresholds
 
+        if is_inpaint_module(self.module):
+            return 0.0, 0.0
         return resolve_thresholds(find_preprocessor(self.module), self.threshold_a, self.threshold_b)
 
     def applies_at(self, step: int, total: int) -> bool:

@@ -51,6 +51,7 @@ FreeInitFilter = Literal[FREEINIT_FILTERS]  # type: ignore[valid-type]
 
 MAX_SEED = 2**32 - 1
 DEFAULT_FPS = 8  # the written animation's rate when neither the user nor a source video gives one
+DEFAULT_INIT_IMAGE_STRENGTH = 0.75  # A1111's img2img default, for an init image without a strength
 DEFAULT_CONTEXT = 16  # SD1.5 modules' trained length: the context when neither user nor module says
 
 
@@ -141,6 +142,11 @@ class Params(BaseModel):
     video_path: str | None = Field(
         None, description="folder of source frames for the ControlNet units without input"
     )
+    video_dedupe: bool = Field(
+        False,
+        description="drop near-duplicate frames of the video source / video path as the reference's "
+        "extraction does (FFmpeg mpdecimate); the source is read once more before sampling to count them",
+    )
     controlnet_units: list[ControlNetUnit] = Field(
         default_factory=list,
         validation_alias=AliasChoices("controlnet_units", "controlnet"),
@@ -149,6 +155,27 @@ class Params(BaseModel):
         "image, batch_images); repeat the flag for several units",
     )
     request_id: str = Field("", max_length=64, description="appended to output file names")
+    # --- img2img / video to video / inpainting (the reference's img2img fields) -------------------
+    init_image: str | None = Field(
+        None, description="init image: every frame starts from it, blended with noise (latent power/scale)"
+    )
+    last_frame: str | None = Field(None, description="last frame image: the animation ends on it")
+    denoising_strength: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="img2img denoising strength (0 keeps the input, 1 = text to video); with a video source "
+        "or path and no init image, video to video from its frames",
+    )
+    latent_power: float = Field(1.0, ge=0.1, le=10.0, description="init image: latent power of the blend")
+    latent_scale: float = Field(32.0, ge=1.0, le=128.0, description="init image: latent scale of the blend")
+    latent_power_last: float = Field(1.0, ge=0.1, le=10.0, description="last frame: latent power")
+    latent_scale_last: float = Field(
+        32.0, ge=1.0, le=128.0, description="last frame: latent scale of the blend"
+    )
+    mask_path: str | None = Field(
+        None, description="inpaint mask folder: one mask for every frame or one per image (white repaints)"
+    )
 
     # --- FreeInit (the reference's names) --------------------------------------------------------
     freeinit_enable: bool = Field(
@@ -273,6 +300,14 @@ class Params(BaseModel):
             raise ValueError(f"overlap {self.overlap} must be smaller than context batch size {self.context}")
         if self.video_source and self.video_path:
             raise ValueError("give either video_source or video_path, not both")
+        if self.last_frame and not self.init_image:
+            raise ValueError("last_frame needs init_image")
+        if self.video_dedupe and not (self.video_source or self.video_path):
+            raise ValueError("video_dedupe needs a video_source or video_path")
+        if self.video_dedupe and self.mask_path:
+            raise ValueError("video_dedupe with mask_path: masks are matched to frames by position")
+        if self.mask_path and not (self.init_image or self.video_source or self.video_path):
+            raise ValueError("mask_path needs an init_image, video_source or video_path to inpaint")
         shared = self.video_path or self.video_source
         for index, unit in enumerate(self.controlnet_units):
             if unit.enabled and not unit.has_input and not shared:
@@ -288,6 +323,21 @@ class Params(BaseModel):
         return [unit for unit in self.controlnet_units if unit.enabled]
 
     # --- derived values -----------------------------------------------------------------------------
+    @property
+    def is_img2img(self) -> bool:
+        """Sampling starts from init latents: an init image, or a source video with a strength."""
+        return bool(self.init_image) or (
+            self.denoising_strength is not None and bool(self.video_source or self.video_path)
+        )
+
+    @property
+    def strength(self) -> float:
+        """The denoising strength in use: the setting; with an init image and none, A1111's img2img
+        default 0.75; else 1 (the whole schedule, text to video)."""
+        if self.denoising_strength is not None:
+            return self.denoising_strength
+        return DEFAULT_INIT_IMAGE_STRENGTH if self.init_image else 1.0
+
     @property
     def resolved_overlap(self) -> int:
         """Overlap -1 means a quarter of the context batch size (from the size before any capping).
@@ -367,13 +417,20 @@ NOT_BUILT_FIELDS: tuple[str, ...] = ()
 def check_supported(params: Params) -> None:
     """Refuse settings whose behaviour is not built yet, rather than ignore them.
 
-    A video source or frame folder feeds ControlNet units; without an enabled unit it would be
-    img2img / video-to-video from the frames themselves, which is not built yet.
+    A video source or frame folder feeds ControlNet units, or with a denoising strength the init
+    latents of video to video; with neither it would do nothing, so it is refused.
     """
-    if (params.video_source or params.video_path) and not params.active_controlnet_units:
+    if (
+        (params.video_source or params.video_path)
+        and not params.active_controlnet_units
+        and params.denoising_strength is None
+        and not params.init_image
+    ):
         given = "video_source" if params.video_source else "video_path"
         raise NotSupportedYetError(
-            f"{given} without a ControlNet unit: video-to-video from the frames themselves (img2img) is "
-            "not supported yet; add a ControlNet unit (--controlnet model=NAME,module=canny) to follow "
-            "the video"
+            f"{given} without a ControlNet unit or a denoising strength: give --denoising-strength "
+            "(0..1) for video to video from the frames themselves, or add a ControlNet unit "
+            "(--controlnet model=NAME,module=canny) to follow the video"
         )
+    if params.freeinit_enable and params.is_img2img:
+        raise NotSupportedYetError("FreeInit with img2img / video to video is not supported yet")

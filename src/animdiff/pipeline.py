@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 
 from animdiff import __version__
-from animdiff.control_inputs import unit_hints
-from animdiff.control_units import ControlNetUnit
+from animdiff.control_inputs import PreparedUnit, unit_hints
+from animdiff.control_units import ControlNetUnit, is_inpaint_module
 from animdiff.decode import decode_frames
 from animdiff.errors import CancelledError, ParamsError
+from animdiff.img2img_inputs import init_frames, inpaint_masks, last_frame
 from animdiff.interpolate.film import FilmInterpolator
 from animdiff.models.cache import LoadedModels, ModelCache, file_key
 from animdiff.models.lora import apply_loras
@@ -46,6 +47,14 @@ from animdiff.sampling.context import context_windows
 from animdiff.sampling.controlnet import ControlLayer, ControlUnit
 from animdiff.sampling.freeinit import freeinit_sample, low_pass_filter
 from animdiff.sampling.guidance import Conditioning, WindowedDenoiser
+from animdiff.sampling.img2img import (
+    blend_init_latents,
+    encode_frames,
+    latent_blend_weights,
+    sample_from,
+    strength_timesteps,
+)
+from animdiff.sampling.inpaint import LatentInpaint
 from animdiff.sampling.loop import StepInfo, sample
 from animdiff.sampling.noise import frame_generators, initial_noise
 from animdiff.sampling.samplers import make_scheduler
@@ -305,6 +314,9 @@ class Animator:
         )
         generators = frame_generators(job.seed, counts.batch)
         noise = initial_noise(generators, params.height, params.width).to(self.device)
+        init_latents, masks = None, None
+        if job.img2img is not None:
+            noise, init_latents, masks = self._init_latents(job, models, generators, noise)
         evaluations = job.model_evaluations
         iterations = freeinit_iterations(params)
         total = evaluations * iterations
@@ -343,11 +355,62 @@ class Animator:
             denoiser.step = 0
             position["offset"] = iteration * evaluations
             scheduler = make_scheduler(params.sampler, betas.scheduler_config())
-            return sample(denoiser, scheduler, start, params.steps, generators=generators, callback=on_step)
+            if job.img2img is None:
+                return sample(
+                    denoiser, scheduler, start, params.steps, generators=generators, callback=on_step
+                )
+            strength = job.img2img.strength
+            after_step = None
+            if masks is not None and init_latents is not None:
+                kept = strength_timesteps(scheduler, params.steps, strength, device=start.device)
+                after_step = LatentInpaint(init_latents, start, masks, scheduler, kept.timesteps)
+            return sample_from(
+                denoiser,
+                scheduler,
+                init_latents,
+                start,
+                params.steps,
+                strength,
+                generators=generators,
+                callback=on_step,
+                after_step=after_step,
+            )
 
         emit(Progress("denoise", 0, total))
         with on_device(models.unet, self.device, offload):
             return self._denoise(run, noise, params, betas, iterations)
+
+    def _init_latents(
+        self, job: Job, models: LoadedModels, generators: list[torch.Generator], noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(sampler noise, init latents, latent masks or None) of an img2img job.
+
+        An init image is VAE-encoded once and blended per frame with the first noise draw (the
+        reference's latent power / scale, 9.4), so the sampler gets each generator's second draw;
+        video to video encodes the source frames (posterior means) and keeps the first draw.
+        """
+        plan = job.img2img
+        assert plan is not None
+        params, counts = job.params, job.counts
+        vae = models.parts.vae
+        frames = init_frames(plan, counts.batch, params.width, params.height)
+        last = last_frame(plan, params.width, params.height)
+        with on_device(vae, self.device, self.options.offload):
+            init = encode_frames(vae, frames, self.options.vae_chunk).to(noise)
+            last_latent = None if last is None else encode_frames(vae, [last]).to(noise)
+        if plan.init_image is not None:
+            alpha, beta = latent_blend_weights(
+                counts.batch,
+                params.latent_power,
+                params.latent_scale,
+                last=last_latent is not None,
+                latent_power_last=params.latent_power_last,
+                latent_scale_last=params.latent_scale_last,
+            )
+            init = blend_init_latents(init, noise, alpha, beta, last_latent)
+            noise = initial_noise(generators, params.height, params.width).to(self.device)
+        masks = inpaint_masks(plan, counts.batch, params.width, params.height)
+        return noise, init, None if masks is None else masks.to(noise)
 
     @staticmethod
     def _denoise(
@@ -381,8 +444,11 @@ class Animator:
         params, total = job.params, job.model_evaluations
         units = []
         for prepared, net in zip(job.controlnets, nets, strict=True):
-            hints = unit_hints(prepared, job.counts.batch, params.width, params.height)
             unit = prepared.unit
+            if is_inpaint_module(unit.module):
+                hints = self._inpaint_hints(job, prepared)
+            else:
+                hints = unit_hints(prepared, job.counts.batch, params.width, params.height)
             units.append(
                 ControlUnit(
                     model=net.model,
@@ -393,6 +459,25 @@ class Animator:
                 )
             )
         return ControlLayer(units)
+
+    @staticmethod
+    def _inpaint_hints(job: Job, prepared: PreparedUnit) -> np.ndarray:
+        """The inpaint ControlNet's hints: the unit's frames with the job's masked pixels at -1."""
+        from animdiff.control import read_video_frames, resize_frame
+        from animdiff.control.folder import load_image
+        from animdiff.control.masks import inpaint_hints, read_mask_folder
+
+        plan, params, count = job.img2img, job.params, job.counts.batch
+        assert plan is not None and plan.mask_folder is not None  # prepare checks it
+        size = (params.width, params.height)
+        if prepared.frames is None:
+            frames = [resize_frame(load_image(prepared.source), size, prepared.unit.resize_mode)] * count
+        else:
+            frames = read_video_frames(prepared.source, count, size, prepared.unit.resize_mode)
+        images = plan.source_frames if plan.source_frames is not None else 1
+        masks = read_mask_folder(plan.mask_folder, images, size, frames=count)
+        masks = masks + [masks[-1]] * (count - len(masks))
+        return inpaint_hints(frames, masks)
 
     def controlnet_infotext(self, job: Job) -> list[tuple[int, ControlNetUnit, str, str | None]]:
         """(index, unit, model name, short hash) of each unit, for the infotext."""

@@ -20,8 +20,10 @@ import torch
 
 from animdiff.choices import resolve_overlap
 from animdiff.control_inputs import PreparedUnit, fewest_frames, prepare_units, source_fps
+from animdiff.control_units import is_inpaint_module
 from animdiff.errors import LoraError, ModelNotFoundError, NotSupportedYetError, OutputError, ParamsError
 from animdiff.family import SD15, SDXL, ModelFamily, family_for, motion_family
+from animdiff.img2img_inputs import Img2ImgPlan, prepare_img2img, source_folder
 from animdiff.models.detect import PE_LENGTH, Detected, Kind, detect_file
 from animdiff.models.lora import LoraRequest
 from animdiff.models.motion_xl import MotionFamily
@@ -93,6 +95,7 @@ class Job:
     warnings: tuple[str, ...] = field(default=())
     controlnets: tuple[PreparedUnit, ...] = field(default=())
     fps: int = DEFAULT_FPS  # of the written animation: the user's, else the source video's, else 8
+    img2img: Img2ImgPlan | None = None  # init latents from an image or the source frames; masks
 
     @property
     def family(self) -> ModelFamily:
@@ -132,6 +135,8 @@ class Job:
             for lora in self.loras
         ]
         lines += [unit.describe() for unit in self.controlnets]
+        if self.img2img is not None:
+            lines.append(self.img2img.describe())
         if self.film_model is not None:
             lines.append(f"FILM: {self.film_model}")
         return lines
@@ -205,8 +210,24 @@ def prepare(
         raise NotSupportedYetError(
             f"ControlNet units with SDXL checkpoints ({checkpoint}) are not supported yet (SD1.5 only)"
         )
-    controlnets = prepare_units(params, store, checkpoint)
+    img2img = prepare_img2img(params)
+    if img2img is not None and params.freeinit_enable:
+        raise NotSupportedYetError("FreeInit with img2img, video to video or inpainting is not supported yet")
+    if img2img is not None and family is SDXL:
+        raise NotSupportedYetError(f"img2img with SDXL checkpoints ({checkpoint}) is not supported yet")
+    # The units read the inpaint layout's image/ folder, like the init latents.
+    shared = source_folder(params) if params.video_path else None
+    unit_params = params.model_copy(update={"video_path": str(shared)}) if shared is not None else params
+    controlnets = prepare_units(unit_params, store, checkpoint)
     control_frames = fewest_frames(controlnets)
+    for unit in controlnets:
+        if is_inpaint_module(unit.unit.module) and (img2img is None or img2img.mask_folder is None):
+            raise ParamsError(
+                f"ControlNet unit {unit.index}: module {unit.unit.module} needs masks: a video path with "
+                "image/ and mask/ folders, or --mask-path"
+            )
+    if img2img is not None and img2img.source_frames is not None:
+        control_frames = min(img2img.source_frames, control_frames or img2img.source_frames)
     counts = FrameCounts.resolve(params, control_frames, module_family.trained_length)
     if family is SDXL and params.clip_skip != 1:
         warnings.append(
@@ -233,7 +254,7 @@ def prepare(
         _prompt_loras(plan.networks, store, family, checkpoint) + _motion_loras(params, store, family)
     )
     film = _film(params, store, film_model)
-    evaluations = _model_evaluations(params)
+    evaluations = _model_evaluations(params, img2img.strength if img2img is not None else 1.0)
     job = Job(
         params=params,
         seed=resolve_seed(params.seed),
@@ -251,7 +272,8 @@ def prepare(
         windows_per_evaluation=_window_counts(params, counts, evaluations),
         warnings=tuple(warnings),
         controlnets=controlnets,
-        fps=params.fps or source_fps(controlnets) or DEFAULT_FPS,
+        fps=params.fps or source_fps(controlnets) or _source_fps(img2img) or DEFAULT_FPS,
+        img2img=img2img,
     )
     if out_dir is not None:
         check_output_folder(out_dir)  # last: nothing is created for a job refused above
@@ -273,7 +295,8 @@ def _control_warnings(
             f"context batch size {params.context} is capped to {counts.context}, the frames of the "
             "shortest ControlNet input"
         )
-    if (params.video_source or params.video_path) and all(unit.unit.has_input for unit in controlnets):
+    v2v = params.denoising_strength is not None and not params.init_image
+    if (params.video_source or params.video_path) and not v2v and all(u.unit.has_input for u in controlnets):
         given = "video_source" if params.video_source else "video_path"
         warnings.append(f"{given} is not used: every ControlNet unit has its own input")
     return warnings
@@ -374,19 +397,30 @@ def _film(params: Params, store: ModelStore, explicit: Path | None) -> Path | No
     return find_film_model(store.root, explicit)
 
 
-def _model_evaluations(params: Params) -> int:
-    """How many times the sampler calls the model: the progress total, known before sampling."""
+def _model_evaluations(params: Params, strength: float = 1.0) -> int:
+    """How many times the sampler calls the model: the progress total, known before sampling
+    (with a denoising strength, the evaluations of the part of the schedule that runs)."""
+    from animdiff.sampling.img2img import strength_timesteps
     from animdiff.sampling.samplers import make_scheduler
 
     scheduler = make_scheduler(params.sampler)
-    scheduler.set_timesteps(params.steps, device="cpu")
-    return len(scheduler.timesteps)
+    return len(strength_timesteps(scheduler, params.steps, strength, device="cpu").timesteps)
+
+
+def _source_fps(plan: Img2ImgPlan | None) -> int | None:
+    """The rate of a video to video source file (frame folders have none)."""
+    if plan is None or plan.source is None or plan.source.is_dir():
+        return None
+    from animdiff.control import probe_video
+
+    fps = probe_video(plan.source).fps
+    return max(1, min(240, round(fps))) if fps else None
 
 
 def _window_counts(params: Params, counts: FrameCounts, evaluations: int) -> tuple[int, int]:
     """Distinct windows per model evaluation (a repeated window is computed once)."""
     sizes = set()
-    for step in range(evaluations):
+    for step in range(max(evaluations, 1)):  # strength 0 runs none; the schedule is still described
         windows = context_windows(
             step, counts.video_length, counts.context, params.stride, counts.overlap, params.closed_loop
         )

@@ -192,27 +192,22 @@ def _folder_config(folder: Path) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
+def load_folder_module(
+    folder: Path, cls: Any, *, what: str, dtype: torch.dtype, stem: str = "diffusion_pytorch_model"
+) -> torch.nn.Module:
+    """One model of a diffusers folder (config.json + weights), built on meta, checked key by key."""
+    config = _folder_config(folder)
+    weights = _weights_file(folder, stem)
+    return build_on_meta(
+        lambda: cls.from_config(config), read_state_dict(weights), what=what, path=weights, dtype=dtype
+    )
+
+
 def _load_diffusers_folder(path: Path, dtype: torch.dtype) -> StableDiffusionParts:
     found = detect_file(path)
     require_sd15_checkpoint(path, found)
-    unet_config = _folder_config(path / "unet")
-    unet_file = _weights_file(path / "unet", "diffusion_pytorch_model")
-    unet = build_on_meta(
-        lambda: UNet2DConditionModel.from_config(unet_config),
-        read_state_dict(unet_file),
-        what="UNet",
-        path=unet_file,
-        dtype=dtype,
-    )
-    vae_config = _folder_config(path / "vae")
-    vae_file = _weights_file(path / "vae", "diffusion_pytorch_model")
-    vae = build_on_meta(
-        lambda: AutoencoderKL.from_config(vae_config),
-        read_state_dict(vae_file),
-        what="VAE",
-        path=vae_file,
-        dtype=VAE_DTYPE,
-    )
+    unet = load_folder_module(path / "unet", UNet2DConditionModel, what="UNet", dtype=dtype)
+    vae = load_folder_module(path / "vae", AutoencoderKL, what="VAE", dtype=VAE_DTYPE)
     te_file = _weights_file(path / "text_encoder", "model")
     te_state = {k.removeprefix("text_model."): v for k, v in read_state_dict(te_file).items()}
     te_config = {

@@ -39,6 +39,7 @@ from animdiff.models.load import (
     _weights_file,
     assign_exact,
     build_on_meta,
+    load_folder_module,
 )
 
 UNET_PREFIX = "model.diffusion_model."
@@ -332,24 +333,8 @@ def _text_encoder(
 
 def _load_folder(path: Path, dtype: torch.dtype) -> SDXLParts:
     require_sdxl_checkpoint(path, detect_file(path))
-    unet_config = _folder_config(path / "unet")
-    unet_file = _weights_file(path / "unet", "diffusion_pytorch_model")
-    unet = build_on_meta(
-        lambda: UNet2DConditionModel.from_config(unet_config),
-        read_state_dict(unet_file),
-        what="UNet",
-        path=unet_file,
-        dtype=dtype,
-    )
-    vae_config = _folder_config(path / "vae")
-    vae_file = _weights_file(path / "vae", "diffusion_pytorch_model")
-    vae = build_on_meta(
-        lambda: AutoencoderKL.from_config(vae_config),
-        read_state_dict(vae_file),
-        what="VAE",
-        path=vae_file,
-        dtype=VAE_DTYPE,
-    )
+    unet = load_folder_module(path / "unet", UNet2DConditionModel, what="UNet", dtype=dtype)
+    vae = load_folder_module(path / "vae", AutoencoderKL, what="VAE", dtype=VAE_DTYPE)
     encoders = []
     for folder, cls, what in (
         ("text_encoder", CLIPTextModel, "CLIP ViT-L"),

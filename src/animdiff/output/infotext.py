@@ -28,6 +28,7 @@ CONTROLNET = "ControlNet"
 
 # Settings animdiff has and the reference has not; written only when not at these values.
 OWN_DEFAULTS = {"fuse": "overwrite", "prompt_interpolation": "slerp", "groupnorm": "reference"}
+LATENT_KEYS = ("latent_power", "latent_scale", "latent_power_last", "latent_scale_last")
 FREEINIT_KEYS = ("freeinit_filter", "freeinit_ds", "freeinit_dt", "freeinit_iters")
 
 _DECODER = json.JSONDecoder()
@@ -88,8 +89,9 @@ def _number(value: float) -> str:
 def format_controlnet(unit: ControlNetUnit, model_name: str, short_hash: str | None = None) -> str:
     """One unit as the ControlNet extension records it (thresholds a preprocessor lacks are -1)."""
     from animdiff.control.preprocess import find_preprocessor
+    from animdiff.control_units import is_inpaint_module
 
-    entry = find_preprocessor(unit.module)
+    entry = None if is_inpaint_module(unit.module) else find_preprocessor(unit.module)
     a, b = unit.thresholds
     values = {
         "module": unit.module,
@@ -97,8 +99,8 @@ def format_controlnet(unit: ControlNetUnit, model_name: str, short_hash: str | N
         "weight": repr(float(unit.weight)),
         "resize_mode": unit.resize_mode,
         "processor_res": unit.processor_res,
-        "threshold_a": _number(a) if entry.threshold_a is not None else -1,
-        "threshold_b": _number(b) if entry.threshold_b is not None else -1,
+        "threshold_a": _number(a) if entry is not None and entry.threshold_a is not None else -1,
+        "threshold_b": _number(b) if entry is not None and entry.threshold_b is not None else -1,
         "guidance_start": repr(float(unit.guidance_start)),
         "guidance_end": repr(float(unit.guidance_end)),
         "pixel_perfect": unit.pixel_perfect,
@@ -164,6 +166,7 @@ def build_infotext(
         ("Model hash", model_hash or None),
         ("Model", model or None),
         ("Clip skip", params.clip_skip if params.clip_skip > 1 else None),
+        ("Denoising strength", params.strength if params.is_img2img else None),
         (
             ANIMATEDIFF,
             _animatediff_value(params, module, frames, overlap, mm_hash, generated, fps, context),
@@ -213,6 +216,9 @@ def _animatediff_value(
             items.append((key, getattr(params, key)))
     if params.freeinit_enable:  # ours: the reference records only freeinit_enable
         items += [(key, getattr(params, key)) for key in FREEINIT_KEYS]
+    if params.init_image:  # the reference's img2img latent blend settings (9.4)
+        keys = LATENT_KEYS if params.last_frame else LATENT_KEYS[:2]
+        items += [(key, getattr(params, key)) for key in keys]
     if params.motion_loras:
         items.append(("motion_lora", format_motion_loras(params.motion_loras)))
     if generated is not None and generated > frames:
@@ -325,6 +331,11 @@ _CONVERSIONS: tuple[tuple[str, str, Any], ...] = (
     ("AnimateDiff freeinit_ds", "freeinit_ds", float),
     ("AnimateDiff freeinit_dt", "freeinit_dt", float),
     ("AnimateDiff freeinit_iters", "freeinit_iters", int),
+    ("Denoising strength", "denoising_strength", float),
+    ("AnimateDiff latent_power", "latent_power", float),
+    ("AnimateDiff latent_scale", "latent_scale", float),
+    ("AnimateDiff latent_power_last", "latent_power_last", float),
+    ("AnimateDiff latent_scale_last", "latent_scale_last", float),
 )
 
 

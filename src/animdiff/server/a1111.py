@@ -166,7 +166,8 @@ async def txt2img(request: A1111Request, ctx: Ctx) -> Any:
 
 @router.post("/img2img", response_model=A1111Answer)
 async def img2img(request: A1111Request, ctx: Ctx) -> Any:
-    """Accepted for compatibility; image-to-video is not supported yet (a 422 says so)."""
+    """A1111's img2img with AnimateDiff: `init_images[0]` is the init image (the reference's latent
+    blend over the frames), `mask` inpaints, `denoising_strength` as A1111 (0.75 when absent)."""
     return await _generate(ctx, request, img2img=True)
 
 

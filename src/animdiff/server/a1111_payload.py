@@ -42,19 +42,18 @@ ANIMATEDIFF_FIELDS = {
     "freeinit_ds": "freeinit_ds",
     "freeinit_dt": "freeinit_dt",
     "freeinit_iters": "freeinit_iters",
+    "mask_path": "mask_path",
+    "latent_power": "latent_power",
+    "latent_scale": "latent_scale",
+    "latent_power_last": "latent_power_last",
+    "latent_scale_last": "latent_scale_last",
 }
 # Accepted and without effect at these values; any other value is refused as not supported.
 ANIMATEDIFF_INERT = {
     "enable": True,
-    "mask_path": "",
-    "last_frame": None,
 }
 # Only meaningful with a feature above (img2img latents) or internal to the extension.
 ANIMATEDIFF_IGNORED = (
-    "latent_power",
-    "latent_scale",
-    "latent_power_last",
-    "latent_scale_last",
     "is_i2i_batch",
     "video_default",
     "prompt_scheduler",
@@ -298,16 +297,11 @@ def translate(
     """(settings values, ignored keys) of an A1111 request."""
     ignored: list[str] = []
     given = request.model_dump(exclude_unset=True)
-    if img2img:
-        if request.init_images:
-            raise A1111Unsupported(
-                "img2img with init_images (AnimateDiff's image-to-video latent blend) is not supported yet; "
-                "use txt2img, with a ControlNet unit to follow an image or video"
-            )
-        raise A1111Unsupported(
-            "img2img needs init_images, and image-to-video is not supported yet; use txt2img"
-        )
+    if img2img and not request.init_images:
+        raise ParamsError("img2img needs init_images (base64 images; the first is the init image)")
     for key, inert in A1111_INERT.items():
+        if img2img and key in IMG2IMG_KEYS:
+            continue
         value = given.get(key)
         if value is not None and value != inert and value != [] and value != "":
             raise A1111Unsupported(f"{key}={value!r} is not supported by animdiff")
@@ -328,6 +322,15 @@ def translate(
     )
     values.update(_override_settings({**options, **(request.override_settings or {})}, ignored))
     values.update(_animatediff_values(ad, ignored))
+    if img2img:
+        values.update(_img2img_values(request, inputs_folder, ignored))
+        if ad.get("last_frame"):
+            values["last_frame"] = _unit_image(ad["last_frame"], inputs_folder, "AnimateDiff last_frame")
+    else:  # the latent blend is img2img's (reference 9.4): without an init image these do nothing
+        for key in (*LATENT_KEYS, "last_frame"):
+            if ad.get(key) is not None:
+                values.pop(key, None)
+                ignored.append(f"AnimateDiff.{key}")
     for title, entry in scripts.items():
         if title.lower() == "animatediff":
             continue
@@ -337,10 +340,31 @@ def translate(
         raise A1111Unsupported(
             f"alwayson_scripts: {title!r} is not available here (AnimateDiff, ControlNet are)"
         )
+    used = _USED | IMG2IMG_KEYS if img2img else _USED
     for key in given:
-        if key not in A1111_INERT and key not in _USED and given[key] is not None:
+        if key not in A1111_INERT and key not in used and given[key] is not None:
             ignored.append(key)
     return values, ignored
+
+
+LATENT_KEYS = ("latent_power", "latent_scale", "latent_power_last", "latent_scale_last")
+IMG2IMG_KEYS = frozenset({"init_images", "mask", "denoising_strength"})
+
+
+def _img2img_values(request: A1111Request, inputs_folder: Path, ignored: list[str]) -> dict[str, Any]:
+    """init_images[0] as the init image (stored in the uploads), `mask` as a one-mask folder,
+    `denoising_strength` as it is (A1111's 0.75 when absent, the settings' init-image default)."""
+    images = request.init_images or []
+    out: dict[str, Any] = {"init_image": _unit_image(images[0], inputs_folder, "init_images[0]")}
+    if len(images) > 1:
+        ignored.append(f"init_images[1:] ({len(images) - 1} more; the first is the init image)")
+    if request.denoising_strength is not None:
+        out["denoising_strength"] = request.denoising_strength
+    if request.mask:
+        folder = inputs_folder / f"mask-{uuid.uuid4().hex}"
+        save_base64_image(request.mask, folder, "mask")
+        out["mask_path"] = f"{inputs_folder.name}/{folder.name}"
+    return out
 
 
 _USED = frozenset(
@@ -391,8 +415,10 @@ def _override_settings(overrides: dict[str, Any], ignored: list[str]) -> dict[st
 def _animatediff_values(ad: dict[str, Any], ignored: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in ad.items():
+        if key == "last_frame":  # an image: stored by `translate`
+            continue
         if key in ANIMATEDIFF_FIELDS:
-            if value is None or (key in ("video_source", "video_path", "model") and value == ""):
+            if value is None or (key in ("video_source", "video_path", "model", "mask_path") and value == ""):
                 continue
             out[ANIMATEDIFF_FIELDS[key]] = value
         elif key in ANIMATEDIFF_INERT:

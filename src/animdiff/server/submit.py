@@ -23,7 +23,7 @@ from animdiff.server.paths import PathRefusedError, check_relative_name, is_insi
 from animdiff.server.settings import ServerSettings
 from animdiff.server.store import QUEUED, JobStore
 
-INPUT_FIELDS = ("video_source", "video_path")
+INPUT_FIELDS = ("video_source", "video_path", "init_image", "last_frame", "mask_path")
 UNIT_INPUT_FIELDS = ("image", "batch_images")
 
 
