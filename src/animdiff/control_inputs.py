@@ -1,11 +1,12 @@
 """ControlNet units from settings to hints: resolved and probed before sampling, read once per job.
 
 `prepare_units` (called by `prepare`) resolves each enabled unit's ControlNet file through the
-models folder, checks what the file is (an SDXL ControlNet with an SD1.5 checkpoint is refused,
-naming both files), picks the unit's input by the A1111 extension's precedence (the unit's own
-`image` / `batch_images` > `video_path` > `video_source`) and probes it (frame count, rate,
-size) without decoding it. `unit_hints` (called by the run) reads the frames the job needs,
-resized to the generation size while they are read, and runs the preprocessor on them.
+models folder, checks what the file is (an SDXL ControlNet with an SD1.5 checkpoint, or the
+reverse, is refused, naming both files), picks the unit's input by the A1111 extension's
+precedence (the unit's own `image` / `batch_images` > `video_path` > `video_source`) and probes
+it (frame count, rate, size) without decoding it. `unit_hints` (called by the run) reads the
+frames the job needs, resized to the generation size while they are read, and runs the
+preprocessor on them.
 
 The frame-count rules that follow from the inputs are in `prepare.FrameCounts`; this module only
 reports how many frames each input has (`PreparedUnit.frames`, None for a single image, which is
@@ -53,8 +54,13 @@ class PreparedUnit:
         )
 
 
-def prepare_units(params: Params, store: ModelStore, checkpoint: Path | str) -> tuple[PreparedUnit, ...]:
-    """Every enabled unit resolved and probed; raises an `AnimdiffError` naming the file at fault."""
+def prepare_units(
+    params: Params, store: ModelStore, checkpoint: Path | str, *, sdxl: bool = False
+) -> tuple[PreparedUnit, ...]:
+    """Every enabled unit resolved and probed; raises an `AnimdiffError` naming the file at fault.
+
+    `sdxl`: the checkpoint is an SDXL one; each ControlNet must be of the checkpoint's family.
+    """
     from animdiff.models.controlnet import require_controlnet
 
     prepared = []
@@ -63,10 +69,15 @@ def prepare_units(params: Params, store: ModelStore, checkpoint: Path | str) -> 
             continue
         path = store.resolve(unit.model, "controlnet")
         found = detect_file(path)
-        if found.kind is Kind.CONTROLNET_SDXL:
+        if found.kind is Kind.CONTROLNET_SDXL and not sdxl:
             raise ModelTypeError(
                 f"ControlNet unit {index}: {path} is an SDXL ControlNet; it does not fit the SD1.5 "
-                f"checkpoint {checkpoint} (SDXL checkpoints are not supported yet)"
+                f"checkpoint {checkpoint}"
+            )
+        if found.kind is Kind.CONTROLNET_SD15 and sdxl:
+            raise ModelTypeError(
+                f"ControlNet unit {index}: {path} is an SD1.5 ControlNet; it does not fit the SDXL "
+                f"checkpoint {checkpoint}"
             )
         require_controlnet(path, found)
         _require_runnable_preprocessor(index, unit)

@@ -206,10 +206,6 @@ def prepare(
     motion_module, motion = _motion_module(params, store, family, checkpoint)
     module_family = motion_family(motion.kind)
     _check_context(params, motion_module, motion, module_family)
-    if params.active_controlnet_units and family is SDXL:
-        raise NotSupportedYetError(
-            f"ControlNet units with SDXL checkpoints ({checkpoint}) are not supported yet (SD1.5 only)"
-        )
     img2img = prepare_img2img(params)
     if img2img is not None and params.freeinit_enable:
         raise NotSupportedYetError("FreeInit with img2img, video to video or inpainting is not supported yet")
@@ -218,7 +214,8 @@ def prepare(
     # The units read the inpaint layout's image/ folder, like the init latents.
     shared = source_folder(params) if params.video_path else None
     unit_params = params.model_copy(update={"video_path": str(shared)}) if shared is not None else params
-    controlnets = prepare_units(unit_params, store, checkpoint)
+    # Each unit's ControlNet must be of the checkpoint's family; refused here, before anything loads.
+    controlnets = prepare_units(unit_params, store, checkpoint, sdxl=family is SDXL)
     control_frames = fewest_frames(controlnets)
     for unit in controlnets:
         if is_inpaint_module(unit.unit.module) and (img2img is None or img2img.mask_folder is None):

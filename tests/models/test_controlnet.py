@@ -215,16 +215,15 @@ def test_a_file_without_the_hint_encoder_is_named_incomplete(tmp_path: Path, ref
         load_controlnet(path)
 
 
-def test_sdxl_controlnets_are_identified_and_refused(tmp_path: Path) -> None:
+def test_sdxl_controlnets_are_identified(tmp_path: Path) -> None:
+    """Loading them is tests/models/test_controlnet_sdxl.py's; the original layout is refused there."""
     model = tiny_sdxl_controlnet()
     original = write_controlnet(tmp_path / "controlnet-sdxl-canny.safetensors", controlnet_file_state(model))
     assert detect_file(original).kind is Kind.CONTROLNET_SDXL
     model.save_pretrained(tmp_path / "controlnet-canny-sdxl-1.0")
     folder_weights = tmp_path / "controlnet-canny-sdxl-1.0" / "diffusion_pytorch_model.safetensors"
     assert detect_file(folder_weights).kind is Kind.CONTROLNET_SDXL
-    for path in (original, tmp_path / "controlnet-canny-sdxl-1.0"):
-        with pytest.raises(ModelTypeError, match=r"is an SDXL ControlNet; it does not fit SD1\.5"):
-            load_controlnet(path)
+    assert load_controlnet(tmp_path / "controlnet-canny-sdxl-1.0").kind is Kind.CONTROLNET_SDXL
 
 
 def test_sd2_controlnets_are_refused(tmp_path: Path) -> None:

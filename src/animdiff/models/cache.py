@@ -81,7 +81,7 @@ class ModelCache:
         self._motion: tuple[FileKey, MotionModule] | None = None
         self._unet: tuple[tuple[FileKey, FileKey, str], MotionUNet] | None = None
         self._hashes: dict[FileKey, str] = {}
-        self._controlnets: dict[FileKey, ControlNet] = {}
+        self._controlnets: dict[tuple[FileKey, int], ControlNet] = {}
 
     def checkpoint(self, source: Path | str, family: ModelFamily = SD15) -> StableDiffusionParts:
         path = fetch_checkpoint(source) if isinstance(source, str) else source
@@ -140,15 +140,18 @@ class ModelCache:
     def controlnets(self, paths: list[Path]) -> list[ControlNet]:
         """The ControlNets of a job, in order. Those of the previous job that this one does not use
         are released; a file replaced on disk (or a folder whose weights changed) is reloaded."""
-        from animdiff.models.controlnet import load_controlnet
+        from animdiff.models.controlnet import SDXL_POOLED_WIDTH, load_controlnet
 
-        keys = [_controlnet_key(path) for path in paths]
+        # A single SDXL ControlNet file is sized for the loaded SDXL checkpoint's pooled text width.
+        encoder = getattr(self._checkpoint[1], "text_encoder_2", None) if self._checkpoint else None
+        pooled = int(getattr(getattr(encoder, "config", None), "projection_dim", SDXL_POOLED_WIDTH))
+        keys = [(_controlnet_key(path), pooled) for path in paths]
         kept = {key: net for key, net in self._controlnets.items() if key in keys}
         self._controlnets = kept
         with torch.inference_mode(False), torch.no_grad():
             for key, path in zip(keys, paths, strict=True):
                 if key not in self._controlnets:
-                    net = load_controlnet(path, self.dtype)
+                    net = load_controlnet(path, self.dtype, pooled_width=pooled)
                     net.model.to(self.compute_device)
                     self._controlnets[key] = net
         return [self._controlnets[key] for key in keys]

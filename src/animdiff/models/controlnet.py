@@ -10,6 +10,10 @@ Users' SD1.5 ControlNets come in these layouts, all loaded here:
 - diffusers' names, as a folder (`config.json` + `diffusion_pytorch_model.safetensors`) or as a
   single file in `models/ControlNet`.
 
+SDXL ControlNets load as diffusers folders or diffusers-named single files (`diffusers_xl_*.safetensors`);
+a single file's config is SDXL base's (the shipped `sdxl_unet.json`) with widths and depths re-read
+from its shapes, as sdxl.py does for the UNet. SDXL files with original names are refused.
+
 No file carries a config. As for the UNet (see convert.py), the shipped `controlnet_sd15.json` holds
 what shapes cannot tell (head count, norm groups) and everything else is read from the file's
 shapes. The module is built on the meta device from that config; its own key list decides which
@@ -18,6 +22,7 @@ file keys are needed, so missing and unexpected keys are named the way the user'
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -30,7 +35,7 @@ import torch
 from diffusers import ControlNetModel
 
 from animdiff.errors import ModelFileError, ModelTypeError, NotSupportedYetError
-from animdiff.models import convert
+from animdiff.models import convert, sdxl
 from animdiff.models.detect import Detected, Kind, detect
 from animdiff.models.files import read_state_dict
 from animdiff.models.ldm_names import ldm_unet_name
@@ -39,6 +44,9 @@ from animdiff.models.load import build_on_meta
 CONTROL_PREFIX = "control_model."
 SDXL_TEXT_WIDTH = 2048
 SD2_TEXT_WIDTH = 1024
+# Width of SDXL's pooled text embedding (the second encoder's projection); the rest of the size/crop
+# embedding's input is the 6 size/crop ids' sinusoids, whose width no weight records.
+SDXL_POOLED_WIDTH = 1280
 # Names diffusers gives the ControlNet-only parts; any of them marks a diffusers-named file.
 _DIFFUSERS_MARKERS = ("controlnet_down_blocks.", "controlnet_cond_embedding.", "controlnet_mid_block.")
 # What a full v1.0 file carries beside `control_model.*`: the SD checkpoint and its DDPM buffers.
@@ -228,18 +236,24 @@ def _uses_global_pooling(path: Path, given: bool | None) -> bool | None:
 
 
 def load_controlnet(
-    path: Path, dtype: torch.dtype = torch.float32, *, global_pool: bool | None = None
+    path: Path,
+    dtype: torch.dtype = torch.float32,
+    *,
+    global_pool: bool | None = None,
+    pooled_width: int = SDXL_POOLED_WIDTH,
 ) -> ControlNet:
-    """An SD1.5 ControlNet file (original or diffusers names) or diffusers folder, checked key by key.
+    """An SD1.5 ControlNet file (original or diffusers names) or diffusers folder, checked key by key;
+    or an SDXL ControlNet as a diffusers folder or a diffusers-named single file.
 
     `global_pool` forces the shuffle-style global average pooling on or off; by default it follows
-    the file's `.yaml` sidecar or name (see `_uses_global_pooling`).
+    the file's `.yaml` sidecar or name (see `_uses_global_pooling`). `pooled_width` is the SDXL
+    checkpoint's pooled text width, which sizes a single SDXL file's size/crop sinusoids.
     """
     path = Path(path)
     with _naming_file(path):
         if path.is_dir():
             return _load_folder(path, dtype, global_pool)
-        return _load_file(path, dtype, global_pool)
+        return _load_file(path, dtype, global_pool, pooled_width)
 
 
 @contextmanager
@@ -254,14 +268,12 @@ def _naming_file(path: Path) -> Iterator[None]:
 
 
 def require_controlnet(path: Path, found: Detected) -> None:
-    """Refuse everything but an SD1.5 ControlNet, saying what the file is instead."""
-    if found.kind is Kind.CONTROLNET_SD15:
+    """Refuse everything but an SD1.5 or SDXL ControlNet, saying what the file is instead.
+
+    Whether it fits the job's checkpoint is the caller's check (control_inputs.py), made before loading.
+    """
+    if found.kind in (Kind.CONTROLNET_SD15, Kind.CONTROLNET_SDXL):
         return
-    if found.kind is Kind.CONTROLNET_SDXL:
-        raise ModelTypeError(
-            f"{path} is an SDXL ControlNet; it does not fit SD1.5 checkpoints "
-            "(and SDXL checkpoints are not supported yet)"
-        )
     raise ModelTypeError(f"{path} is a {found.kind}, not a ControlNet")
 
 
@@ -276,7 +288,7 @@ def _require_sd15_width(path: Path, config: Mapping[str, Any]) -> None:
         )
 
 
-def _load_file(path: Path, dtype: torch.dtype, global_pool: bool | None) -> ControlNet:
+def _load_file(path: Path, dtype: torch.dtype, global_pool: bool | None, pooled_width: int) -> ControlNet:
     sd = read_state_dict(path)
     if _DIFFERENCE_MARKER in sd or CONTROL_PREFIX + _DIFFERENCE_MARKER in sd:
         raise NotSupportedYetError(
@@ -288,6 +300,8 @@ def _load_file(path: Path, dtype: torch.dtype, global_pool: bool | None) -> Cont
     diffusers_named = _is_diffusers_named(list(sd))
     if diffusers_named:
         found = detect(_shapes(sd))
+        if found.kind is Kind.CONTROLNET_SDXL:
+            return _load_sdxl_file(path, sd, dtype, global_pool, pooled_width)
         original = _Original(_ldm_view_of_diffusers(sd), "", [])
     else:
         original = _split_original(sd)
@@ -295,6 +309,11 @@ def _load_file(path: Path, dtype: torch.dtype, global_pool: bool | None) -> Cont
         # so a bare v1.1 file and a full v1.0 file (which also holds a checkpoint) are judged alike.
         found = detect({CONTROL_PREFIX + k: s for k, s in _shapes(original.tensors).items()})
     require_controlnet(path, found)
+    if found.kind is Kind.CONTROLNET_SDXL:
+        raise NotSupportedYetError(
+            f"{path} is an SDXL ControlNet with original (LDM) names; SDXL ControlNets load as diffusers "
+            "folders (config.json) or single files with diffusers names"
+        )
     config = controlnet_config_from_ldm(original.tensors)
     _require_sd15_width(path, config)
     pooling = _uses_global_pooling(path, global_pool)
@@ -358,7 +377,8 @@ def _load_folder(path: Path, dtype: torch.dtype, global_pool: bool | None) -> Co
     found = detect(_shapes(state))
     require_controlnet(path, found)
     config = {k: v for k, v in raw.items() if not k.startswith("_")}
-    _require_sd15_width(path, config)
+    if found.kind is Kind.CONTROLNET_SD15:
+        _require_sd15_width(path, config)
     if global_pool is not None:
         config["global_pool_conditions"] = global_pool
     model = build_on_meta(
@@ -369,3 +389,78 @@ def _load_folder(path: Path, dtype: torch.dtype, global_pool: bool | None) -> Co
         dtype=dtype,
     )
     return ControlNet(model, found.kind, path)
+
+
+# --- SDXL ----------------------------------------------------------------------------------------------
+
+
+_HINT_IN = "controlnet_cond_embedding.conv_in.weight"
+
+
+def sdxl_controlnet_config(sd: Tensors, *, pooled_width: int = SDXL_POOLED_WIDTH) -> dict[str, Any]:
+    """ControlNetModel config for a diffusers-named SDXL ControlNet: SDXL base's numbers (the shipped
+    `sdxl_unet.json`) with levels, widths, depths and embedding widths re-read from the shapes, as
+    the SDXL UNet loader (sdxl.py) does."""
+    keys = list(sd)
+    for required in ("conv_in.weight", _HINT_IN, "add_embedding.linear_1.weight"):
+        if required not in sd:
+            raise ModelFileError(f"not a complete SDXL ControlNet: it has no {required}")
+    accepted = set(inspect.signature(ControlNetModel.__init__).parameters)
+    config = {k: v for k, v in convert.shipped_config("sdxl_unet.json").items() if k in accepted}
+    levels = _count(keys, r"down_blocks\.(\d+)\.")
+    widths, types, depths = [], [], []
+    cross = config["cross_attention_dim"]
+    linear = config["use_linear_projection"]
+    for level in range(levels):
+        conv = sd.get(f"down_blocks.{level}.resnets.0.conv2.weight")
+        if conv is None:
+            raise ModelFileError(f"not a complete SDXL ControlNet: it has no down_blocks.{level}.resnets.0.*")
+        widths.append(int(conv.shape[0]))
+        depth = _count(keys, rf"down_blocks\.{level}\.attentions\.0\.transformer_blocks\.(\d+)\.")
+        types.append("CrossAttnDownBlock2D" if depth else "DownBlock2D")
+        depths.append(depth or 1)  # a level without attention: diffusers wants a placeholder
+        if depth:
+            attention = f"down_blocks.{level}.attentions.0."
+            cross = int(sd[attention + "transformer_blocks.0.attn2.to_k.weight"].shape[1])
+            linear = sd[attention + "proj_in.weight"].ndim == 2
+    config.update(
+        block_out_channels=widths,
+        down_block_types=types,
+        transformer_layers_per_block=depths,
+        attention_head_dim=[max(1, c // sdxl.HEAD_WIDTH) for c in widths],
+        layers_per_block=_count(keys, r"down_blocks\.0\.resnets\.(\d+)\."),
+        in_channels=int(sd["conv_in.weight"].shape[1]),
+        cross_attention_dim=cross,
+        use_linear_projection=linear,
+        norm_num_groups=sdxl.norm_groups(convert.norm_groups(widths), widths, config["norm_num_groups"]),
+        conditioning_channels=int(sd[_HINT_IN].shape[1]),
+    )
+    hint_blocks = _count(keys, r"controlnet_cond_embedding\.blocks\.(\d+)\.")
+    config["conditioning_embedding_out_channels"] = [
+        int(sd[_HINT_IN].shape[0]),
+        *(int(sd[f"controlnet_cond_embedding.blocks.{i}.weight"].shape[0]) for i in range(1, hint_blocks, 2)),
+    ]
+    added = int(sd["add_embedding.linear_1.weight"].shape[1])
+    extra = added - pooled_width
+    if extra <= 0 or extra % sdxl.TIME_IDS:
+        raise ModelFileError(
+            f"the ControlNet's size/crop embedding takes {added} inputs, which does not fit a "
+            f"{pooled_width}-wide pooled text embedding plus {sdxl.TIME_IDS} size/crop ids"
+        )
+    config["projection_class_embeddings_input_dim"] = added
+    config["addition_time_embed_dim"] = extra // sdxl.TIME_IDS
+    config["addition_embed_type"] = "text_time"
+    return config
+
+
+def _load_sdxl_file(
+    path: Path, sd: Tensors, dtype: torch.dtype, global_pool: bool | None, pooled_width: int
+) -> ControlNet:
+    config = sdxl_controlnet_config(sd, pooled_width=pooled_width)
+    pooling = _uses_global_pooling(path, global_pool)
+    if pooling is not None:
+        config["global_pool_conditions"] = pooling
+    model = build_on_meta(
+        lambda: ControlNetModel(**config), dict(sd), what="ControlNet", path=path, dtype=dtype
+    )
+    return ControlNet(model, Kind.CONTROLNET_SDXL, path)

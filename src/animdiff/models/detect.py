@@ -200,7 +200,10 @@ def _controlnet(keys: list[str], shapes: Shapes) -> Detected | None:
         (shapes[k][1] for k in keys if k.endswith("attn2.to_k.weight") and len(shapes[k]) == 2),
         None,
     )
-    return Detected(Kind.CONTROLNET_SDXL if width == 2048 else Kind.CONTROLNET_SD15)
+    # SDXL's size/crop embedding (diffusers' `add_embedding`, LDM's `label_emb`) marks SDXL too: SD1.5
+    # ControlNets have none, whatever their width.
+    added = any(k.startswith(("add_embedding.", "label_emb.", "control_model.label_emb.")) for k in keys)
+    return Detected(Kind.CONTROLNET_SDXL if width == 2048 or added else Kind.CONTROLNET_SD15)
 
 
 def _vae(keys: list[str], shapes: Shapes) -> Detected | None:

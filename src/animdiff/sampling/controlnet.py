@@ -19,13 +19,20 @@ Control modes, as the ControlNet extension defines them:
   by the CFG scale. The ControlNet then only runs on the cond rows. ControlNets with global
   average pooling (shuffle) are always applied this way, as the extension does.
 
+SDXL ControlNets take the UNet's added conditioning (pooled text + size/crop features), one row
+per frame: `guided_windows` slices it with the same frame indices and hands it here as `vector`,
+the input of the size/crop embedding (`add_embedding`) that the UNet gets too (see
+`_added_conditioning`).
+
 Without classifier-free guidance (CFG scale 1) only cond rows exist and the modes differ only
 by the soft weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +41,7 @@ BALANCED = "Balanced"
 PROMPT_MORE_IMPORTANT = "My prompt is more important"
 CONTROL_MORE_IMPORTANT = "ControlNet is more important"
 SOFT_INJECTION_BASE = 0.825
+TIME_IDS = 6  # SDXL's size/crop ids per row
 
 
 @dataclass
@@ -96,17 +104,19 @@ class ControlLayer:
         *,
         step: int,
         guided: bool,
+        vector: torch.Tensor | None = None,
     ) -> Residuals | None:
         """Summed residuals for rows `sample` (N, C, h, w) with `embeddings` (N, tokens, width).
 
         With `guided`, the first half of the rows is cond and the second half uncond (the same
         frames); `hints` are the units' hints of the first half's frames (N/2 rows, or N).
+        `vector`: SDXL's added conditioning of the same N rows (None for SD1.5).
         """
         total: Residuals | None = None
         for unit, unit_hints in zip(self.units, hints, strict=True):
             if not unit.applies(step):
                 continue
-            found = self._run(unit, sample, timestep, embeddings, unit_hints, guided)
+            found = self._run(unit, sample, timestep, embeddings, unit_hints, guided, vector)
             total = found if total is None else total.add(found)
         return total
 
@@ -118,6 +128,7 @@ class ControlLayer:
         embeddings: torch.Tensor,
         hints: torch.Tensor,
         guided: bool,
+        vector: torch.Tensor | None = None,
     ) -> Residuals:
         model = unit.model
         weight = next(model.parameters())
@@ -127,13 +138,16 @@ class ControlLayer:
         hint = _hint_rows(hints, device, dtype)
         if guided and not cond_only:
             hint = torch.cat([hint, hint])
-        down, mid = model(
-            sample[:rows].to(device=device, dtype=dtype),
-            timestep.to(device) if isinstance(timestep, torch.Tensor) else timestep,
-            encoder_hidden_states=embeddings[:rows].to(device=device, dtype=dtype),
-            controlnet_cond=hint,
-            return_dict=False,
-        )
+        added, context = _added_conditioning(model, vector, rows, device, dtype)
+        with context:
+            down, mid = model(
+                sample[:rows].to(device=device, dtype=dtype),
+                timestep.to(device) if isinstance(timestep, torch.Tensor) else timestep,
+                encoder_hidden_states=embeddings[:rows].to(device=device, dtype=dtype),
+                controlnet_cond=hint,
+                return_dict=False,
+                **added,
+            )
         scales = unit.scales(len(down) + 1)
         down = [d * s for d, s in zip(down, scales, strict=False)]
         mid = mid * scales[-1]
@@ -141,3 +155,41 @@ class ControlLayer:
             down = [torch.cat([d, torch.zeros_like(d)]) for d in down]
             mid = torch.cat([mid, torch.zeros_like(mid)])
         return Residuals(list(down), mid)
+
+
+def _added_conditioning(
+    model: torch.nn.Module, vector: torch.Tensor | None, rows: int, device: torch.device, dtype: torch.dtype
+) -> tuple[dict, contextlib.AbstractContextManager]:
+    """`added_cond_kwargs` for an SDXL ControlNet's call on the first `rows` rows, and the context
+    to call it in.
+
+    The job's per-frame vectors are already the input of the size/crop embedding (pooled text
+    embedding, then the sinusoids of the size/crop ids, as prompts/encode_xl.py builds them for the
+    UNet). diffusers' ControlNetModel builds that same input from `text_embeds` and `time_ids`, with
+    the same parameterless sinusoids; rather than recompute it, the vectors' rows are handed to its
+    `add_embedding` in place of what it built, so the ControlNet gets exactly the UNet's rows.
+    """
+    if getattr(getattr(model, "config", None), "addition_embed_type", None) != "text_time":
+        return {}, nullcontext()
+    if vector is None:
+        raise ValueError("an SDXL ControlNet needs the added-conditioning vectors (vector=)")
+    rows_vector = vector[:rows].to(device=device, dtype=dtype)
+    width = model.add_embedding.linear_1.in_features
+    if rows_vector.shape != (rows, width):
+        raise ValueError(f"the ControlNet takes {width}-wide added conditioning, got {tuple(vector.shape)}")
+    added = {
+        "added_cond_kwargs": {
+            "text_embeds": rows_vector,
+            "time_ids": torch.zeros((rows, TIME_IDS), device=device, dtype=dtype),
+        }
+    }
+    return added, _replaced_input(model.add_embedding, rows_vector)
+
+
+@contextmanager
+def _replaced_input(module: torch.nn.Module, value: torch.Tensor) -> Iterator[None]:
+    handle = module.register_forward_pre_hook(lambda _module, _args: (value,))
+    try:
+        yield
+    finally:
+        handle.remove()

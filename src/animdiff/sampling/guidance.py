@@ -83,7 +83,9 @@ def guided_windows(
     if control is not None:
         hints = [h[rows.to(h.device)] for h in control.hints]
         sample_rows = batch.permute(0, 2, 1, 3, 4).flatten(0, 1)  # the UNet's rows: video-major
-        residuals = control.residuals(sample_rows, t, embeddings, hints, step=step, guided=guided)
+        residuals = control.residuals(
+            sample_rows, t, embeddings, hints, step=step, guided=guided, vector=options.get("vector")
+        )
         if residuals is not None:
             extra.append(residuals)
     eps = model(batch, t, embeddings, *extra, **options)
