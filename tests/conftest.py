@@ -51,19 +51,22 @@ def tiny_params():
 
 def _tiny_params(**overrides):
     from animdiff.params import make_params
+    from server_helpers import tiny_job
 
-    values = dict(
-        prompt="a corgi running on the beach",
-        checkpoint="tiny-sd15.safetensors",
-        motion_module="tiny-mm-v2.ckpt",
-        width=64,
-        height=64,
-        steps=3,
-        seed=42,
-        frames=8,
-        context=8,
-        sampler="DDIM",
-        formats="gif",
-    )
-    values.update(overrides)
-    return make_params(values)
+    return make_params(tiny_job(**{"steps": 3, **overrides}))
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, models_dir: Path):
+    """`settings_factory(**overrides)`: server settings on the tiny models and a fresh data folder."""
+    pytest.importorskip("fastapi")
+    from animdiff.server.settings import ServerSettings
+
+    def make(**overrides):
+        values = dict(
+            models_dir=models_dir, data_dir=tmp_path / "data", devices=("cpu",), progress_interval_s=0.0
+        )
+        values.update(overrides)
+        return ServerSettings(**values)
+
+    return make

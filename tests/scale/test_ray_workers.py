@@ -21,54 +21,15 @@ from fastapi.testclient import TestClient
 
 from animdiff.server.app import create_app
 from animdiff.server.settings import ServerSettings
+from server_helpers import tiny_job, wait_denoising, wait_for
 
 pytestmark = pytest.mark.slow
-TERMINAL = {"succeeded", "failed", "canceled", "interrupted"}
-
-
-def job(**overrides: Any) -> dict[str, Any]:
-    values: dict[str, Any] = dict(
-        prompt="a corgi running on the beach",
-        checkpoint="tiny-sd15.safetensors",
-        motion_module="tiny-mm-v2.ckpt",
-        width=64,
-        height=64,
-        steps=2,
-        seed=42,
-        frames=8,
-        context=8,
-        sampler="DDIM",
-        formats=["gif"],
-    )
-    values.update(overrides)
-    return values
 
 
 def submit(client: TestClient, **overrides: Any) -> str:
-    answer = client.post("/api/v1/jobs", json=job(**overrides))
+    answer = client.post("/api/v1/jobs", json=tiny_job(**overrides))
     assert answer.status_code == 202, answer.text
     return answer.json()["id"]
-
-
-def wait_for(client: TestClient, job_id: str, timeout: float = 120, statuses=TERMINAL) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = client.get(f"/api/v1/jobs/{job_id}").json()
-        if view["status"] in statuses:
-            return view
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {view['status']} after {timeout} s")
-        time.sleep(0.05)
-
-
-def wait_denoising(client: TestClient, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = client.get(f"/api/v1/jobs/{job_id}").json()
-        if view["status"] == "running" and view["progress"].get("phase") == "denoise":
-            return view
-        assert view["status"] not in TERMINAL and time.monotonic() < deadline, view["status"]
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +54,7 @@ def pool(client: TestClient):
 
 def test_twenty_jobs_spread_over_both_workers_none_lost(client: TestClient) -> None:
     ids = [submit(client, seed=i) for i in range(20)]
-    views = [wait_for(client, job_id) for job_id in ids]
+    views = [wait_for(client, job_id, timeout=120) for job_id in ids]
     assert [v["status"] for v in views] == ["succeeded"] * 20, [v["error"] for v in views]
     assert {v["worker"] for v in views} == {slot.name for slot in pool(client).slots}
     assert len({v["worker"] for v in views}) == 2
@@ -110,30 +71,30 @@ def test_twenty_jobs_spread_over_both_workers_none_lost(client: TestClient) -> N
 
 def test_warm_model_affinity(client: TestClient) -> None:
     """Each worker keeps the motion module it last ran: jobs for it go back to it."""
-    first = wait_for(client, submit(client, motion_module="tiny-mm-v1.ckpt"))
-    second = wait_for(client, submit(client, motion_module="tiny-mm-v2.ckpt"))
+    first = wait_for(client, timeout=120, job_id=submit(client, motion_module="tiny-mm-v1.ckpt"))
+    second = wait_for(client, timeout=120, job_id=submit(client, motion_module="tiny-mm-v2.ckpt"))
     assert first["worker"] != second["worker"]
     for _ in range(2):
         for module, expected in (("tiny-mm-v1.ckpt", first), ("tiny-mm-v2.ckpt", second)):
-            view = wait_for(client, submit(client, motion_module=module))
+            view = wait_for(client, timeout=120, job_id=submit(client, motion_module=module))
             assert view["status"] == "succeeded" and view["worker"] == expected["worker"], module
 
 
 def test_cancel_flows_to_the_actor(client: TestClient) -> None:
     job_id = submit(client, steps=60, frames=16, context=16)
-    wait_denoising(client, job_id)
+    wait_denoising(client, job_id, timeout=120)
     assert client.post(f"/api/v1/jobs/{job_id}/cancel").json()["cancel_requested"]
-    view = wait_for(client, job_id)
+    view = wait_for(client, job_id, timeout=120)
     assert view["status"] == "canceled" and not view["files"]
 
 
 def test_killed_worker_requeues_its_job_on_the_other(client: TestClient, ray_cluster) -> None:
     job_id = submit(client, steps=60, frames=16, context=16)
-    running = wait_denoising(client, job_id)
+    running = wait_denoising(client, job_id, timeout=120)
     slot = next(s for s in pool(client).slots if s.record is not None and s.record.id == job_id)
     other = next(s for s in pool(client).slots if s is not slot)
     ray_cluster.kill(slot.actor)
-    view = wait_for(client, job_id)
+    view = wait_for(client, job_id, timeout=120)
     assert view["status"] == "succeeded", view["error"]
     assert view["attempt"] == 2 and view["worker"] == other.name != running["worker"]
     types = [e["type"] for e in client.get(f"/api/v1/jobs/{job_id}/events/list").json()]

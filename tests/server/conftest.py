@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,23 +13,10 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
 
 from animdiff.server.app import create_app
-from animdiff.server.settings import ServerSettings
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: starts the server as a real subprocess (several seconds)")
-
-
-@pytest.fixture
-def settings_factory(tmp_path: Path, models_dir: Path) -> Callable[..., ServerSettings]:
-    def make(**overrides: Any) -> ServerSettings:
-        values: dict[str, Any] = dict(
-            models_dir=models_dir, data_dir=tmp_path / "data", devices=("cpu",), progress_interval_s=0.0
-        )
-        values.update(overrides)
-        return ServerSettings(**values)
-
-    return make
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,20 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def ui_settings(tmp_path: Path, models_dir: Path) -> Callable[..., ServerSettings]:
-    def make(**overrides: Any) -> ServerSettings:
-        values: dict[str, Any] = dict(
-            models_dir=models_dir, data_dir=tmp_path / "data", devices=("cpu",), progress_interval_s=0.0
-        )
-        values.update(overrides)
-        return ServerSettings(**values)
-
-    return make
-
-
-@pytest.fixture
-def ui_client(ui_settings, animator) -> Iterator[TestClient]:
-    app = create_app(ui_settings(), animators=[animator])
+def ui_client(settings_factory, animator) -> Iterator[TestClient]:
+    app = create_app(settings_factory(), animators=[animator])
     with TestClient(app) as client:
         yield client
 
@@ -86,17 +73,17 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(ui_settings, animator) -> Iterator[LiveServer]:
-    server = LiveServer(ui_settings(), animator)
+def live_server(settings_factory, animator) -> Iterator[LiveServer]:
+    server = LiveServer(settings_factory(), animator)
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def preview_server(ui_settings, animator) -> Iterator[LiveServer]:
+def preview_server(settings_factory, animator) -> Iterator[LiveServer]:
     """A server that makes live previews (`--previews`), as often as it can."""
-    server = LiveServer(ui_settings(previews=True, preview_interval_s=0.0), animator)
+    server = LiveServer(settings_factory(previews=True, preview_interval_s=0.0), animator)
     server.start()
     yield server
     server.stop()

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from animdiff.params import Params
+from server_helpers import tiny_job
 
 CHROMIUM = os.environ.get("ANIMDIFF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
@@ -84,18 +85,7 @@ def open_ui(page: Any, url: str) -> None:
 
 def fill_tiny(page: Any, **values: Any) -> None:
     """The tiny models, 64x64, 2 steps, GIF only; `values` override by field name."""
-    settings: dict[str, Any] = dict(
-        checkpoint="tiny-sd15.safetensors",
-        motion_module="tiny-mm-v2.ckpt",
-        sampler="DDIM",
-        width=64,
-        height=64,
-        steps=2,
-        seed=42,
-        frames=8,
-        context=8,
-    )
-    settings.update(values)
+    settings = {k: v for k, v in tiny_job(**values).items() if k not in ("prompt", "formats") or k in values}
     for name, value in settings.items():
         selector = f"#f-{name}"
         if page.eval_on_selector(selector, "n => n.tagName") == "SELECT":

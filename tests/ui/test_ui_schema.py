@@ -198,12 +198,12 @@ def test_infotext_without_parameters(ui_client, text):
         assert answer.json()["params"]["prompt"] == text
 
 
-def test_page_on_a_server_with_an_api_key(ui_settings, animator):
+def test_page_on_a_server_with_an_api_key(settings_factory, animator):
     from fastapi.testclient import TestClient
 
     from animdiff.server.app import create_app
 
-    with TestClient(create_app(ui_settings(api_keys=("s3cret",)), animators=[animator])) as client:
+    with TestClient(create_app(settings_factory(api_keys=("s3cret",)), animators=[animator])) as client:
         assert client.get("/").status_code == 401
         page = client.get("/?api_key=s3cret")
         assert page.status_code == 200

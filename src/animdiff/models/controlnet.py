@@ -432,7 +432,7 @@ def sdxl_controlnet_config(sd: Tensors, *, pooled_width: int = SDXL_POOLED_WIDTH
         in_channels=int(sd["conv_in.weight"].shape[1]),
         cross_attention_dim=cross,
         use_linear_projection=linear,
-        norm_num_groups=sdxl.norm_groups(convert.norm_groups(widths), widths, config["norm_num_groups"]),
+        norm_num_groups=convert.norm_groups(widths),
         conditioning_channels=int(sd[_HINT_IN].shape[1]),
     )
     hint_blocks = _count(keys, r"controlnet_cond_embedding\.blocks\.(\d+)\.")

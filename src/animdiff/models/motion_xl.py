@@ -31,7 +31,6 @@ from animdiff.models import convert
 from animdiff.models.detect import MOTION_KINDS, Detected, Kind, detect
 from animdiff.models.files import read_state_dict
 from animdiff.models.load import MotionModule, _naming_file, build_on_meta
-from animdiff.models.sdxl import norm_groups
 
 LAYOUT_GUOYWW = "guoyww"
 LAYOUT_HOTSHOT = "hotshot"
@@ -199,9 +198,7 @@ def motion_config_xl(sd: dict[str, torch.Tensor], pe_length: int) -> dict[str, A
         "motion_max_seq_length",
     ):
         config[key] = shared[key]
-    config["motion_norm_num_groups"] = norm_groups(
-        shared["motion_norm_num_groups"], list(config["block_out_channels"]), config["motion_norm_num_groups"]
-    )
+    config["motion_norm_num_groups"] = shared["motion_norm_num_groups"]
     return config
 
 

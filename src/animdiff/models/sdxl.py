@@ -137,20 +137,6 @@ def _load_single_file(path: Path, dtype: torch.dtype) -> SDXLParts:
     return SDXLParts(unet, vae, text_encoder, text_encoder_2, path, Kind.SDXL)
 
 
-def norm_groups(derived: int, widths: list[int], published: int) -> int:
-    """GroupNorm groups for these widths: whatever the SD1.5 loader concludes for them.
-
-    No file records its group count, and equal tensors under another count compute something else,
-    so SDXL must arrive at the count SD1.5's shape reading does. `derived` is that reading's answer
-    (convert.py's config functions); while convert.py still returns the published count unchanged,
-    the same rule is applied here: the published count where every group gets at least 4 channels,
-    else groups of 4 channels (the tiny test models' 8 groups at width 32).
-    """
-    if hasattr(convert, "norm_groups"):
-        return int(derived)
-    return published if min(widths) >= 4 * published else max(1, min(widths) // 4)
-
-
 def unet_config_from_sgm(sd: Tensors, *, pooled_width: int) -> dict[str, Any]:
     """SDXL UNet config: SD1.5's shape reading (levels, widths, attention) plus SDXL's own numbers.
 
@@ -172,7 +158,7 @@ def unet_config_from_sgm(sd: Tensors, *, pooled_width: int) -> dict[str, Any]:
     ):
         config[key] = shared[key]
     channels = list(config["block_out_channels"])
-    config["norm_num_groups"] = norm_groups(shared["norm_num_groups"], channels, config["norm_num_groups"])
+    config["norm_num_groups"] = shared["norm_num_groups"]  # the same widths rule as SD1.5's
     keys = [k.removeprefix(UNET_PREFIX) for k in sd if k.startswith(UNET_PREFIX)]
     layers = config["layers_per_block"]
     depths = []
@@ -208,9 +194,7 @@ def vae_config_from_sgm(sd: Tensors) -> dict[str, Any]:
         "latent_channels",
     ):
         config[key] = shared[key]
-    config["norm_num_groups"] = norm_groups(
-        shared["norm_num_groups"], list(config["block_out_channels"]), config["norm_num_groups"]
-    )
+    config["norm_num_groups"] = shared["norm_num_groups"]
     return config
 
 

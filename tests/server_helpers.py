@@ -1,11 +1,13 @@
-"""Helpers the server tests share (a module, not the conftest, so tests can import it)."""
+"""Helpers the server, UI and scale-out tests share (a module beside the root conftest, so every
+test folder can import it; pytest puts this folder on the path for that conftest)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi.testclient import TestClient
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 TERMINAL = {"succeeded", "failed", "canceled", "interrupted"}
 
