@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml Makefile
 	# dependencies (torchvision, timm) are not needed and would pull a CUDA torch here. Installed
 	# last and without pip's dependency check, which would otherwise report them as missing.
 	$(BIN)/pip install --quiet --no-deps --no-warn-conflicts 'open-clip-torch>=2.20'
+	# The annotators extra (model-based ControlNet preprocessors) without torchvision and timm, for
+	# the same reason: PyPI's torchvision is a CUDA build that does not load beside the CPU torch
+	# (and, installed, breaks transformers' image processors). depth_midas, normal_bae and
+	# openpose_full need it and say so; the others run. With a CUDA torch: install the matching
+	# torchvision from $(TORCH)'s index, then pip install -e '.[annotators]'.
+	$(BIN)/pip install --quiet 'einops>=0.7' 'scipy>=1.11' 'scikit-image>=0.22'
+	$(BIN)/pip install --quiet --no-deps --no-warn-conflicts 'controlnet-aux==0.0.10'
 	# Browser tests of the web UI drive Debian's chromium (never `playwright install`). Best effort:
 	# without apt or root this is skipped, and those tests say why they are skipped.
 	-command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1
@@ -46,12 +53,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# The trained demo model shipped in the package (src/animdiff/demo/weights), then a folder of tiny
+# random models in the real layouts (every option of the README runs on them; they draw noise).
 demo: $(STAMP)
+	$(BIN)/animdiff generate --demo "a red ball moving right" --seed 0 \
+	    --format gif,png,txt --out outputs/demo
+	$(BIN)/animdiff generate --demo --prompt-file examples/demo-travel.txt --seed 0 \
+	    --format gif,txt --out outputs/demo
 	$(BIN)/python -m animdiff.testing $(DEMO_MODELS)
-	$(BIN)/animdiff generate "a corgi running on the beach" --models-dir $(DEMO_MODELS) \
-	    --checkpoint tiny-sd15.safetensors --motion-module tiny-mm-v2.ckpt \
-	    --frames 16 --fps 8 --steps 8 --cfg 7.5 --seed 42 --width 256 --height 256 \
-	    --format gif,png,txt --out outputs
 
 serve: $(STAMP)
 	$(BIN)/python -m animdiff.testing $(DEMO_MODELS)
@@ -62,10 +71,13 @@ bench: $(STAMP)
 	for b in bench/[a-z]*.py; do case $$b in *realsize*) ;; *) $(BIN)/python $$b || exit 1;; esac; done
 
 # Real-size SD1.5 + motion module v2 with random weights: writes 3.7 GB under bench/.realsize
-# (reused), peaks near 8 GB; several minutes on a CPU.
+# (reused), peaks near 8 GB; several minutes on a CPU. Real-size SDXL base + AnimateDiff-XL:
+# writes 7.9 GB more there and needs about 20 GB of memory on a CPU (float32).
 bench-realsize: $(STAMP)
 	$(BIN)/python bench/realsize_vs_diffusers.py --threads 1 --no-peer-load
 	$(BIN)/python bench/context_memory.py --real-size --threads 1
+	$(BIN)/python bench/fp8_weights.py --real-size --threads 1
+	$(BIN)/python bench/realsize_sdxl_vs_diffusers.py --threads 1
 
 clean:
 	rm -rf $(VENV) $(DEMO_MODELS) outputs animdiff-data .pytest_cache .ruff_cache

@@ -324,14 +324,39 @@ def _timed(run: Callable[[], Any], device: str) -> dict[str, float]:
     return {"seconds": seconds, "cpu_s": cpu, "added_mib": memory.added_mib}
 
 
+def _call_sdxl_peer(pipe: Any, args: Any) -> Any:
+    """AnimateDiffSDXLPipeline decodes every frame in one VAE call (it has no chunk setting)."""
+    import torch
+
+    return pipe(
+        prompt=PROMPT,
+        num_frames=args.frames,
+        height=args.size,
+        width=args.size,
+        num_inference_steps=args.steps,
+        guidance_scale=7.5,
+        generator=torch.Generator("cpu").manual_seed(1),
+        output_type="pil",
+    ).frames
+
+
 def _pair_worker(args: Any, device: str) -> dict[str, Any]:
     from animdiff.testing.peers import diffusers_pipeline_sharing
 
     params = _params(args, args.worker.removeprefix("pair:"))
     animator = _animator(args, device)
-    models = animator.load(params)
-    pipe = diffusers_pipeline_sharing(models, args.sampler)
-    runs = {"ours": lambda: animator.run(params, write=False), "diffusers": lambda: _call_peer(pipe, args)}
+    job = animator.prepare(params, write=False)
+    models = animator.load_job(job)
+    if hasattr(models.parts, "text_encoder_2"):  # SDXL: diffusers' AnimateDiffSDXLPipeline
+        from animdiff.testing.sdxl import diffusers_sdxl_pipeline_sharing
+
+        betas = job.motion_family.betas.scheduler_config()
+        pipe = diffusers_sdxl_pipeline_sharing(models, betas, args.sampler)
+        peer: Callable[[], Any] = lambda: _call_sdxl_peer(pipe, args)  # noqa: E731
+    else:
+        pipe = diffusers_pipeline_sharing(models, args.sampler)
+        peer = lambda: _call_peer(pipe, args)  # noqa: E731
+    runs = {"ours": lambda: animator.run(params, write=False), "diffusers": peer}
     for run in runs.values():
         run()  # warm-up, not counted
     synchronize(device)
@@ -358,15 +383,30 @@ def compare_worker(args: Any) -> dict[str, Any]:
     return result
 
 
-def compare(script: str, args: Any, models: Path, checkpoint: str, motion_module: str, title: str) -> None:
-    """Write the peer's config, run the workers alternately, print the table."""
+def compare(
+    script: str,
+    args: Any,
+    models: Path,
+    checkpoint: str,
+    motion_module: str,
+    title: str,
+    *,
+    peer_loads: bool = True,
+) -> None:
+    """Write the peer's config, run the workers alternately, print the table.
+
+    `peer_loads=False`: diffusers' own loading is not timed (its single-file SDXL loader wants
+    config folders from the hub); its sampling still runs over the tensors ours loaded.
+    """
     import tempfile
 
     from animdiff.testing.peers import write_diffusers_config
 
     began = time.perf_counter()
+    args.peer_load = args.peer_load and peer_loads
     with tempfile.TemporaryDirectory() as config:
-        write_diffusers_config(models / checkpoint, models / motion_module, Path(config))
+        if args.peer_load:
+            write_diffusers_config(models / checkpoint, models / motion_module, Path(config))
         forwarded = ["--models", str(models), "--checkpoint", checkpoint, "--motion-module", motion_module]
         forwarded += ["--config", config]
         for name in ("frames", "size", "steps", "sampler", "repeat", "threads", "vae_chunk", "device"):

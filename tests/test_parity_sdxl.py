@@ -11,34 +11,19 @@ from types import SimpleNamespace
 import pytest
 import torch
 from diffusers import AnimateDiffSDXLPipeline, UNetMotionModel
-from transformers import CLIPTokenizer
 
 from animdiff.family import SDXL as SDXL_FAMILY
 from animdiff.models.load import build_motion_unet
 from animdiff.models.motion_unet import MotionUNet
-from animdiff.models.tokenizer import clip_tokenizer, find_bpe_file, vocabulary_from_bpe
+from animdiff.models.tokenizer import clip_tokenizer
 from animdiff.pipeline import FrameCounts
 from animdiff.prompts.conditioning import frame_conditioning, plan_prompts
 from animdiff.sampling.guidance import Conditioning, guided_windows
 from animdiff.sampling.noise import frame_generators, initial_noise
 from animdiff.sampling.samplers import make_scheduler
+from animdiff.testing.sdxl import open_clip_tokenizer
 
 SDXL = "tiny-sdxl.safetensors"
-
-
-def _tokenizer_2() -> CLIPTokenizer:
-    """OpenCLIP's tokenizer as diffusers' SDXL folders have it: CLIP's BPE, padded with "!" (id 0)."""
-    base = clip_tokenizer()
-    vocab, merges = vocabulary_from_bpe(find_bpe_file())
-    return CLIPTokenizer(
-        vocab=vocab,
-        merges=merges,
-        bos_token=base.bos_token,
-        eos_token=base.eos_token,
-        unk_token=base.unk_token,
-        pad_token="!",
-        model_max_length=77,
-    )
 
 
 def peer_pipeline(models, betas: dict, sampler: str) -> AnimateDiffSDXLPipeline:
@@ -48,7 +33,7 @@ def peer_pipeline(models, betas: dict, sampler: str) -> AnimateDiffSDXLPipeline:
         text_encoder=parts.text_encoder,
         text_encoder_2=parts.text_encoder_2,
         tokenizer=clip_tokenizer(),
-        tokenizer_2=_tokenizer_2(),
+        tokenizer_2=open_clip_tokenizer(),
         unet=parts.unet,
         motion_adapter=models.motion.adapter,
         scheduler=make_scheduler(sampler, betas),

@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--models-dir", type=Path, help="models folder laid out like A1111's")
     generate.add_argument(
+        "--demo",
+        action="store_true",
+        help="use the bundled demo model (coloured shapes moving: 'a red ball moving right'); no models "
+        "folder needed; size, frames, steps, CFG and sampler default to the demo model's own",
+    )
+    generate.add_argument(
         "--out", type=Path, default=Path("outputs"), help="output folder (default: outputs)"
     )
     generate.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available)")
@@ -139,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the models in CPU memory, each on the device only for its phase (less device "
         "memory; one host-to-device copy of each model per job)",
+    )
+    generate.add_argument(
+        "--fp8",
+        action="store_true",
+        help="store the UNet's and motion module's Linear/Conv weights as float8, cast per layer "
+        "(A1111's FP8 weight: about half the UNet's device memory against float16; weights rounded)",
     )
     generate.add_argument(
         "--vae-tiling",
@@ -184,6 +196,10 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
 def params_from_args(args: argparse.Namespace) -> Params:
     """Settings from the flags, on top of `--from-infotext`'s when given; errors name the flags."""
     values: dict[str, Any] = {}
+    if getattr(args, "demo", False):
+        from animdiff.demo.defaults import demo_settings
+
+        values.update(demo_settings())
     if getattr(args, "from_infotext", None) is not None:
         from animdiff.output.infotext import params_from_infotext
         from animdiff.output.read_back import infotext_from_file
@@ -227,8 +243,9 @@ def run_generate(args: argparse.Namespace) -> int:
         film_model=args.film_model,
         offload=args.offload,
         vae_tiling=args.vae_tiling,
+        fp8=args.fp8,
     )
-    animator = Animator(args.models_dir, args.out, options)
+    animator = Animator(_models_dir(args), args.out, options)
     if animator.store.note and not args.quiet:
         print(animator.store.note, file=sys.stderr)
     job = animator.prepare(params)
@@ -252,14 +269,34 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_dir(args: argparse.Namespace) -> Path | None:
+    if not getattr(args, "demo", False):
+        return args.models_dir
+    if args.models_dir is not None:
+        raise ParamsError("--demo uses the bundled demo model; leave out --models-dir")
+    from animdiff.demo.model import weights_dir
+
+    return weights_dir()
+
+
 def run_models(args: argparse.Namespace) -> int:
     from animdiff.models.store import ModelStore
 
     store = ModelStore(args.models_dir)
     if store.note:
         print(store.note, file=sys.stderr)
+    from animdiff.control.annotators import annotator_file_users, annotator_report
+    from animdiff.control.preprocess import ANNOTATOR_DIR
+
+    users = annotator_file_users()
     for entry in store.inventory():
-        print(f"{entry.relative}\t{entry.describe()}")
+        folder, _, name = entry.relative.partition("/")
+        what = entry.describe()
+        if folder == ANNOTATOR_DIR and name in users:
+            what = f"ControlNet preprocessor weights ({', '.join(users[name])})"
+        print(f"{entry.relative}\t{what}")
+    for name, problem in annotator_report(store.root):
+        print(f"preprocessor {name}\t{'ready' if problem is None else 'not available: ' + problem}")
     return 0
 
 

@@ -15,7 +15,7 @@ used for every frame).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from animdiff.control_units import ControlNetUnit
-from animdiff.errors import ModelTypeError, NotSupportedYetError
+from animdiff.errors import ModelTypeError
 from animdiff.models.detect import Kind, detect_file
 from animdiff.models.store import ModelStore
 from animdiff.params import Params
@@ -45,6 +45,7 @@ class PreparedUnit:
     size: tuple[int, int]  # (width, height) of the input as displayed
     fps: Fraction | None  # the input's own rate (video files only)
     dedupe: bool = False  # near-duplicate frames dropped while reading (the shared input only)
+    annotators: Path | None = None  # where a model-based preprocessor reads its weights
 
     def describe(self) -> str:
         count = "1 image for every frame" if self.frames is None else f"{self.frames} frames"
@@ -80,27 +81,31 @@ def prepare_units(
                 f"checkpoint {checkpoint}"
             )
         require_controlnet(path, found)
-        _require_runnable_preprocessor(index, unit)
-        prepared.append(_probe_input(index, unit, path, params))
+        annotators = _require_runnable_preprocessor(index, unit, store)
+        prepared.append(replace(_probe_input(index, unit, path, params), annotators=annotators))
     return tuple(prepared)
 
 
-def _require_runnable_preprocessor(index: int, unit: ControlNetUnit) -> None:
-    """Model-based preprocessors are listed (so their names are known) but cannot run yet."""
-    from animdiff.control import PREPROCESSORS, find_preprocessor
+def _require_runnable_preprocessor(index: int, unit: ControlNetUnit, store: ModelStore) -> Path | None:
+    """A model-based preprocessor needs the annotators extra and its weight files: both are checked
+    here, before any model is loaded, and the error names what to install or which file goes
+    where. Returns the annotators folder the unit's preprocessor reads (None when it needs none)."""
+    from animdiff.control import find_preprocessor
+    from animdiff.control.annotators import annotator_folder, check_annotator, is_model_based
+    from animdiff.control.preprocess import PreprocessorError
     from animdiff.control_units import is_inpaint_module
 
     if is_inpaint_module(unit.module):
-        return  # its hint is built from the job's masks (pipeline.Animator.control_layer)
+        return None  # its hint is built from the job's masks (pipeline.Animator.control_layer)
     entry = find_preprocessor(unit.module)
-    if not entry.available:
-        needs = entry.weights.install_hint() if entry.weights is not None else "its model"
-        usable = ", ".join(name for name, e in PREPROCESSORS.items() if e.available and name != "none")
-        raise NotSupportedYetError(
-            f"ControlNet unit {index}: preprocessor {entry.name!r} needs a model ({needs}); model-based "
-            f"preprocessors are not available yet: use module=none with ready-made hint frames, or one "
-            f"of {usable}"
-        )
+    if not is_model_based(entry):
+        return None
+    folder = annotator_folder(store.root)
+    try:
+        check_annotator(entry, folder)
+    except PreprocessorError as exc:
+        raise type(exc)(f"ControlNet unit {index}: {exc}") from exc
+    return folder
 
 
 def _probe_input(index: int, unit: ControlNetUnit, model: Path, params: Params) -> PreparedUnit:
@@ -192,6 +197,7 @@ def unit_hints(prepared: PreparedUnit, count: int, width: int, height: int) -> n
                 processor_res=resolution,
                 threshold_a=unit.threshold_a,
                 threshold_b=unit.threshold_b,
+                annotators=prepared.annotators,
             )
         )
     )

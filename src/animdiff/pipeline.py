@@ -26,6 +26,7 @@ from animdiff.errors import CancelledError, ParamsError
 from animdiff.img2img_inputs import init_frames, inpaint_masks, last_frame
 from animdiff.interpolate.film import FilmInterpolator
 from animdiff.models.cache import LoadedModels, ModelCache, file_key
+from animdiff.models.fp8 import fp8_dtype
 from animdiff.models.lora import apply_loras
 from animdiff.models.motion_xl import BetaSchedule
 from animdiff.models.offload import on_device
@@ -118,7 +119,8 @@ class Result:
 
 @dataclass
 class RunOptions:
-    """How to run (not what to draw): never changes the result beyond float rounding."""
+    """How to run (not what to draw): never changes the result beyond float rounding (`fp8` rounds
+    the weights themselves)."""
 
     device: str | None = None  # "cuda", "cpu"; None picks CUDA when there is one
     windows_per_call: int = 1  # context windows batched into one UNet call (--window-batch)
@@ -128,8 +130,13 @@ class RunOptions:
     # the VAE decoding each frame in overlapping tiles (--vae-tiling).
     offload: bool = False
     vae_tiling: bool = False
+    # The UNet's and motion module's Linear/Conv weights stored as float8 and cast per layer (--fp8):
+    # the one option here that changes results, by rounding those weights to 3 mantissa bits.
+    fp8: bool = False
 
     def __post_init__(self) -> None:
+        if self.fp8:
+            fp8_dtype()  # refused here, before any model loads, where torch has no float8
         for name, flag in (("windows_per_call", "--window-batch"), ("vae_chunk", "--vae-chunk")):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -149,7 +156,7 @@ class Animator:
         self.device = resolve_device(self.options.device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         storage = torch.device("cpu") if self.options.offload else self.device
-        self.cache = ModelCache(storage, self.dtype, compute_device=self.device)
+        self.cache = ModelCache(storage, self.dtype, compute_device=self.device, fp8=self.options.fp8)
         self._film: tuple[tuple, FilmInterpolator] | None = None
         self._lock = threading.Lock()
 

@@ -19,7 +19,7 @@ from animdiff.control import (
     read_video_frames,
     run_preprocessor,
 )
-from animdiff.errors import NotSupportedYetError, ParamsError
+from animdiff.errors import ParamsError
 
 RUNNABLE = [name for name, entry in PREPROCESSORS.items() if entry.available]
 
@@ -175,12 +175,13 @@ def test_threshold_ranges_are_checked_before_any_frame_is_read() -> None:
     assert run_preprocessor("invert", square_frame(0), threshold_a=999).shape == (64, 96, 3)
 
 
-def test_model_based_preprocessors_say_what_to_install() -> None:
-    message = r"animdiff\[annotators\].*ControlNetAnnotators/ControlNetHED\.pth"
-    with pytest.raises(NotSupportedYetError, match=message):
+def test_model_based_preprocessors_say_what_they_need(tmp_path: Path) -> None:
+    # Without a models folder, or without the extra: either way the message says what is missing.
+    message = r"preprocessor 'softedge_hed' needs a model.*(ControlNetHED\.pth|animdiff\[annotators\])"
+    with pytest.raises(PreprocessorError, match=message):
         run_preprocessor("softedge_hed", square_frame(0))
-    with pytest.raises(NotSupportedYetError, match=r"dpt_hybrid-midas-501f0c75\.pt"):
-        preprocess_frames("depth_midas", [square_frame(0)])
+    with pytest.raises(PreprocessorError, match=r"preprocessor 'depth_midas' needs a model"):
+        preprocess_frames("depth_midas", [square_frame(0)], annotators=tmp_path)
     assert "body_pose_model.pth" in PREPROCESSORS["openpose"].weights.install_hint()
 
 

@@ -107,13 +107,13 @@ def test_real_size_option_is_wired(monkeypatch, tmp_path: Path, capsys) -> None:
 
     calls = []
 
-    def fake_write(root: Path, *, reuse: bool, log) -> dict[str, Path]:
-        calls.append((root, reuse))
+    def fake_write(root: Path, *, reuse: bool, log, sdxl: bool = False) -> dict[str, Path]:
+        calls.append((root, reuse, sdxl))
         return {key: root / name for key, name in REAL_FILES.items()}
 
     monkeypatch.setattr(real_size, "write_real_size_dir", fake_write)
     assert cli.main(["--real-size", str(tmp_path)]) == 0
-    assert calls == [(tmp_path, True)]
+    assert calls == [(tmp_path, True, False)]
     assert capsys.readouterr().out.split() == list(REAL_FILES.values())
     with pytest.raises(SystemExit):
         cli.main([str(tmp_path), "--real-size", str(tmp_path)])

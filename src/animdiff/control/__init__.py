@@ -1,10 +1,18 @@
 """Video-to-video inputs: video files and frame folders, resize modes, near-duplicate dropping,
-and the ControlNet preprocessors that need no weights.
+and the ControlNet preprocessors (model-based ones through the optional annotators extra).
 
 Each job lives in its own module (`video` reads any source, `videofile`/`animation`/`folder` one
-kind each, `resize`, `decimate`, `preprocess`); this package re-exports what callers use.
+kind each, `resize`, `decimate`, `preprocess`, `annotators`); this package re-exports what callers use.
 """
 
+from animdiff.control.annotators import (
+    AnnotatorsNotInstalledError,
+    AnnotatorWeightsError,
+    AnnotatorWeightsMissingError,
+    annotator_folder,
+    annotator_problem,
+    check_annotator,
+)
 from animdiff.control.decimate import REFERENCE_DECIMATE, Decimate, drop_near_duplicates, is_near_duplicate
 from animdiff.control.folder import IMAGE_EXTENSIONS, list_frame_files, natural_sort_key
 from animdiff.control.preprocess import (
@@ -31,6 +39,9 @@ __all__ = [
     "PROCESSOR_RES_SLIDER",
     "REFERENCE_DECIMATE",
     "AnnotatorWeights",
+    "AnnotatorWeightsError",
+    "AnnotatorWeightsMissingError",
+    "AnnotatorsNotInstalledError",
     "Decimate",
     "Placement",
     "Preprocessor",
@@ -39,6 +50,9 @@ __all__ = [
     "Slider",
     "VideoInfo",
     "VideoInputError",
+    "annotator_folder",
+    "annotator_problem",
+    "check_annotator",
     "drop_near_duplicates",
     "find_preprocessor",
     "is_near_duplicate",

@@ -3,9 +3,10 @@
 A ControlNet does not see the source frame itself but a *hint* made from it: edges, a scribble,
 a colour grid. `PREPROCESSORS` lists each preprocessor once, with the names and ranges of its two
 threshold sliders and whether it uses the processor resolution, so the CLI, the web UI and the API
-validate and label the same way. Model-based annotators (depth, pose, soft edge, line art, normal)
-are listed too, with the optional extra and the weight files they need, but cannot run here yet:
-asking for one says what to install.
+validate and label the same way. Model-based annotators (depth, pose, soft edge, line art, normal,
+straight lines) are listed too, with the weight files they need; they run through the optional
+`animdiff[annotators]` extra (`annotators.py`), reading those files from
+`<models-dir>/ControlNetAnnotators/`, and asking for one without them says what to install.
 
 How a hint is made, as the ControlNet extension makes it:
 
@@ -25,20 +26,25 @@ rule for callers with a source of another size.
 
 All hints are HxWx3 uint8 RGB, the frame's size. OpenCV (`opencv-python-headless`) is imported
 only when a preprocessor that needs it runs.
+
+Model-based rows have `run=None` here (the table stays free of heavy imports and of the
+environment); `annotators.annotator_hint_fn` gives their hint function, and
+`annotators.check_annotator` says, before any work, what is missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NoReturn
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from animdiff.control.resize import ResizeMode
-from animdiff.errors import AnimdiffError, NotSupportedYetError, ParamsError
+from animdiff.errors import AnimdiffError, ParamsError
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import ModuleType
 
 HintKind = Literal["image", "binary", "palette"]
@@ -99,7 +105,11 @@ class Preprocessor:
 
     @property
     def available(self) -> bool:
-        """Whether it runs in this installation without extra packages or weights."""
+        """Whether it runs without a model (no extra packages, no weight files).
+
+        Model-based rows may run too, where the extra and their files are installed:
+        `annotators.annotator_problem` tells, given the models folder.
+        """
         return self.run is not None
 
 
@@ -190,7 +200,12 @@ def _tile_resample(image: np.ndarray, rate: float, b: float) -> np.ndarray:
 
 
 def _model(
-    name: str, description: str, files: tuple[str, ...], *aliases: str, **sliders: Slider
+    name: str,
+    description: str,
+    files: tuple[str, ...],
+    *aliases: str,
+    hint_kind: HintKind = "image",
+    **sliders: Slider,
 ) -> Preprocessor:
     return Preprocessor(
         name=name,
@@ -198,6 +213,7 @@ def _model(
         run=None,
         weights=AnnotatorWeights(files),
         aliases=aliases,
+        hint_kind=hint_kind,
         **sliders,
     )
 
@@ -261,7 +277,9 @@ _ENTRIES: tuple[Preprocessor, ...] = (
         ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
     ),
     _model("softedge_hed", "soft edges (HED)", ("ControlNetHED.pth",), "hed"),
+    _model("softedge_hedsafe", "soft edges (HED), quantised to fewer levels", ("ControlNetHED.pth",)),
     _model("softedge_pidinet", "soft edges (PiDiNet)", ("table5_pidinet.pth",), "pidinet"),
+    _model("softedge_pidisafe", "soft edges (PiDiNet), quantised to fewer levels", ("table5_pidinet.pth",)),
     _model("lineart_realistic", "line art (realistic)", ("sk_model.pth",), "lineart"),
     _model("lineart_coarse", "line art (coarse)", ("sk_model2.pth",)),
     _model("lineart_anime", "line art (anime)", ("netG.pth",)),
@@ -272,6 +290,7 @@ _ENTRIES: tuple[Preprocessor, ...] = (
         ("mlsd_large_512_fp32.pth",),
         threshold_a=Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
         threshold_b=Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01),
+        hint_kind="binary",
     ),
 )
 
@@ -338,12 +357,18 @@ def run_preprocessor(
     processor_res: int = DEFAULT_PROCESSOR_RES,
     threshold_a: float | None = None,
     threshold_b: float | None = None,
+    annotators: Path | None = None,
 ) -> np.ndarray:
-    """Make the hint for one HxWx3 uint8 RGB frame; the hint is HxWx3 uint8 RGB of the same size."""
+    """Make the hint for one HxWx3 uint8 RGB frame; the hint is HxWx3 uint8 RGB of the same size.
+
+    `annotators`: the folder model-based preprocessors read their weights from
+    (`annotators.annotator_folder(models_dir)`); unused by the others.
+    """
     entry = find_preprocessor(name)
     a, b = resolve_thresholds(entry, threshold_a, threshold_b)
     _check_resolution(processor_res)
-    return _apply(entry, _check_frame(frame), processor_res, a, b)
+    run = _hint_fn(entry, annotators)
+    return _apply(entry, run, _check_frame(frame), processor_res, a, b)
 
 
 def preprocess_frames(
@@ -353,34 +378,34 @@ def preprocess_frames(
     processor_res: int = DEFAULT_PROCESSOR_RES,
     threshold_a: float | None = None,
     threshold_b: float | None = None,
+    annotators: Path | None = None,
 ) -> Iterator[np.ndarray]:
-    """Hints for a stream of frames, lazily; settings are checked before the first frame is read."""
+    """Hints for a stream of frames, lazily; settings are checked (and a model-based
+    preprocessor's models loaded, once) before the first frame is read."""
     entry = find_preprocessor(name)
     a, b = resolve_thresholds(entry, threshold_a, threshold_b)
     _check_resolution(processor_res)
-    if entry.run is None:
-        _unavailable(entry)
-    return (_apply(entry, _check_frame(frame), processor_res, a, b) for frame in frames)
+    run = _hint_fn(entry, annotators)
+    return (_apply(entry, run, _check_frame(frame), processor_res, a, b) for frame in frames)
 
 
-def _apply(entry: Preprocessor, frame: np.ndarray, resolution: int, a: float, b: float) -> np.ndarray:
-    run = entry.run
-    if run is None:
-        _unavailable(entry)
+def _hint_fn(entry: Preprocessor, annotators: Path | None) -> HintFn:
+    if entry.run is not None:
+        return entry.run
+    from animdiff.control.annotators import annotator_hint_fn
+
+    return annotator_hint_fn(entry, annotators)
+
+
+def _apply(
+    entry: Preprocessor, run: HintFn, frame: np.ndarray, resolution: int, a: float, b: float
+) -> np.ndarray:
     if not entry.uses_resolution:
         return _as_rgb(run(frame, a, b))
     height, width = frame.shape[:2]
     work, crop = _to_resolution(frame, resolution)
     hint = _as_rgb(run(work, a, b))[: crop[1], : crop[0]]
     return _back_to_size(hint, (width, height), entry.hint_kind)
-
-
-def _unavailable(entry: Preprocessor) -> NoReturn:
-    assert entry.weights is not None
-    raise NotSupportedYetError(
-        f"preprocessor {entry.name!r} needs a model: {entry.weights.install_hint()}; "
-        "model-based preprocessors are not available yet"
-    )
 
 
 def _to_resolution(frame: np.ndarray, resolution: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -17,6 +17,7 @@ import torch
 from animdiff.family import SD15, ModelFamily
 from animdiff.models.controlnet import ControlNet
 from animdiff.models.files import sha256_of
+from animdiff.models.fp8 import store_fp8
 from animdiff.models.hub import fetch_checkpoint
 from animdiff.models.load import MotionModule, StableDiffusionParts, build_motion_unet
 from animdiff.models.motion_unet import MotionUNet
@@ -70,13 +71,20 @@ class LoadedModels:
 
 class ModelCache:
     def __init__(
-        self, device: torch.device, dtype: torch.dtype, compute_device: torch.device | None = None
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        compute_device: torch.device | None = None,
+        fp8: bool = False,
     ) -> None:
         """`device`: where checkpoints and motion modules are kept (the CPU under --offload);
-        `compute_device`: where they run, and where ControlNets are kept (default: `device`)."""
+        `compute_device`: where they run, and where ControlNets are kept (default: `device`);
+        `fp8`: the UNet's and motion modules' Linear/Conv weights stored as float8 (--fp8), converted
+        before they move to `device`, so that device never holds them wider."""
         self.device = device
         self.compute_device = compute_device or device
         self.dtype = dtype
+        self.fp8 = fp8
         self._checkpoint: tuple[FileKey, StableDiffusionParts] | None = None
         self._motion: tuple[FileKey, MotionModule] | None = None
         self._unet: tuple[tuple[FileKey, FileKey, str], MotionUNet] | None = None
@@ -90,6 +98,8 @@ class ModelCache:
             self._checkpoint = None  # release the old one before loading the new one
             self._unet = None
             parts = family.load_checkpoint(path, self.dtype)
+            if self.fp8:
+                store_fp8(parts.unet)
             for value in vars(parts).values():
                 if isinstance(value, torch.nn.Module):
                     value.to(self.device)
@@ -102,6 +112,8 @@ class ModelCache:
             self._motion = None
             self._unet = None
             motion = family.load_motion_module(path, self.dtype)
+            if self.fp8:
+                store_fp8(motion.adapter)
             motion.adapter.to(self.device)
             self._motion = (key, motion)
         return self._motion[1]
@@ -125,7 +137,7 @@ class ModelCache:
             groupnorm,
         )
         if self._unet is None or self._unet[0] != key:
-            unet = build_motion_unet(parts.unet, motion.adapter, path=motion.path)
+            unet = build_motion_unet(parts.unet, motion.adapter, path=motion.path, fp8=self.fp8)
             self._unet = (key, MotionUNet(unet, motion.kind, groupnorm))
         return LoadedModels(
             parts=parts,

@@ -281,10 +281,21 @@ def require_motion_module(path: Path, found: Detected) -> None:
     raise ModelTypeError(f"{path} is a {found.kind}, not a motion module")
 
 
-def build_motion_unet(unet: UNet2DConditionModel, adapter: MotionAdapter, *, path: Path) -> UNetMotionModel:
-    """The UNet with motion modules, sharing its tensors with `unet` and `adapter` (no copy)."""
+def build_motion_unet(
+    unet: UNet2DConditionModel, adapter: MotionAdapter, *, path: Path, fp8: bool = False
+) -> UNetMotionModel:
+    """The UNet with motion modules, sharing its tensors with `unet` and `adapter` (no copy).
+
+    `fp8`: `unet` and `adapter` hold float8 weights (fp8.store_fp8); the model then casts them
+    per layer and reports the compute dtype as its own.
+    """
+    from animdiff.models.fp8 import Fp8UNetMotionModel, store_fp8
+
+    cls = Fp8UNetMotionModel if fp8 else UNetMotionModel
     with torch.device("meta"):
-        model = UNetMotionModel.from_unet2d(unet, adapter, load_weights=False)
+        model = cls.from_unet2d(unet, adapter, load_weights=False)
     state = {**unet.state_dict(), **adapter.state_dict()}
     assign_exact(model, state, what="UNet with motion modules", path=path)
+    if fp8:
+        store_fp8(model)  # the tensors are float8 already: only the layer classes change
     return model.eval().requires_grad_(False)

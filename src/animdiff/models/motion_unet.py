@@ -169,7 +169,7 @@ class MotionUNet(nn.Module):
             if vector is None or vector.shape[0] != sample.shape[0] * sample.shape[2]:
                 raise ValueError("this UNet needs one added-conditioning vector per frame (vector=)")
             embedding = self.unet.add_embedding
-            self._row_embedding = embedding(vector.to(embedding.linear_1.weight.dtype))
+            self._row_embedding = embedding(vector.to(self.dtype))  # not the weight's: it may be float8
         try:
             return self._call(sample, timestep, encoder_hidden_states, residuals)
         finally:

@@ -341,6 +341,9 @@ def translate(
             f"alwayson_scripts: {title!r} is not available here (AnimateDiff, ControlNet are)"
         )
     used = _USED | IMG2IMG_KEYS if img2img else _USED
+    if img2img and request.mask:
+        used = used | {"inpainting_mask_invert"}
+        used = used | {key for key, value in MASK_DEFAULTS.items() if given.get(key) == value}
     for key in given:
         if key not in A1111_INERT and key not in used and given[key] is not None:
             ignored.append(key)
@@ -349,6 +352,17 @@ def translate(
 
 LATENT_KEYS = ("latent_power", "latent_scale", "latent_power_last", "latent_scale_last")
 IMG2IMG_KEYS = frozenset({"init_images", "mask", "denoising_strength"})
+# A1111's img2img mask fields at the values animdiff's mask reading always applies (control.masks:
+# binarised at 128, blurred 4 pixels each way) and masked content "original" (1): given so, they
+# are honoured; `inpainting_mask_invert` is applied here (`_invert_mask_file`). Other values of
+# these fields are listed as ignored.
+MASK_DEFAULTS: dict[str, Any] = {
+    "mask_blur": 4,
+    "mask_blur_x": 4,
+    "mask_blur_y": 4,
+    "mask_round": True,
+    "inpainting_fill": 1,
+}
 
 
 def _img2img_values(request: A1111Request, inputs_folder: Path, ignored: list[str]) -> dict[str, Any]:
@@ -363,8 +377,27 @@ def _img2img_values(request: A1111Request, inputs_folder: Path, ignored: list[st
     if request.mask:
         folder = inputs_folder / f"mask-{uuid.uuid4().hex}"
         save_base64_image(request.mask, folder, "mask")
+        _invert_mask_file(folder, request)
         out["mask_path"] = f"{inputs_folder.name}/{folder.name}"
     return out
+
+
+def _invert_mask_file(folder: Path, request: A1111Request) -> None:
+    """`inpainting_mask_invert` 1 ("Inpaint not masked"): the stored mask is binarised as A1111
+    does and inverted (A1111's order; the later reading binarises again, which keeps 0/255, and
+    blurs). 0 or absent leaves it as sent."""
+    if request.inpainting_mask_invert in (None, 0):
+        return
+    if request.inpainting_mask_invert != 1:
+        raise ParamsError(f"inpainting_mask_invert must be 0 or 1, got {request.inpainting_mask_invert}")
+    from PIL import Image
+
+    from animdiff.control.masks import binarize_mask, load_mask
+
+    (path,) = folder.iterdir()
+    inverted = 255 - binarize_mask(load_mask(path, folder))
+    path.unlink()
+    Image.fromarray(inverted).save(path.with_suffix(".png"))
 
 
 _USED = frozenset(

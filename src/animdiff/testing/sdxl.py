@@ -290,3 +290,58 @@ def write_tiny_sdxl_folder(path: Path, sd: TinySDXL | None = None) -> Path:
         }
         save_file(state, str(path / folder / "model.safetensors"))
     return path
+
+
+# --- diffusers' peer ---------------------------------------------------------------------------------------
+
+
+def open_clip_tokenizer() -> Any:
+    """OpenCLIP's tokenizer as diffusers' SDXL folders have it: CLIP's BPE, padded with "!" (id 0)."""
+    from transformers import CLIPTokenizer
+
+    from animdiff.models.tokenizer import clip_tokenizer, find_bpe_file, vocabulary_from_bpe
+
+    base = clip_tokenizer()
+    vocab, merges = vocabulary_from_bpe(find_bpe_file())
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=merges,
+        bos_token=base.bos_token,
+        eos_token=base.eos_token,
+        unk_token=base.unk_token,
+        pad_token="!",
+        model_max_length=77,
+    )
+
+
+def diffusers_sdxl_pipeline_sharing(
+    models: Any, scheduler_config: dict[str, Any], sampler: str = "DDIM"
+) -> Any:
+    """diffusers' AnimateDiffSDXLPipeline over the tensors `Animator.load` returned (no second copy).
+
+    Its UNet with motion modules is diffusers' own class built by `build_motion_unet` over the loaded
+    tensors, every one of them included: handed the 2-D UNet instead, the pipeline would convert it
+    with diffusers 0.42's `from_unet2d`, which leaves the size/pooled-text embedding (`add_embedding`)
+    freshly initialised (see tests/test_parity_sdxl.py). `scheduler_config`: the motion module's betas
+    (AnimateDiff-XL's differ from SDXL's).
+    """
+    from diffusers import AnimateDiffSDXLPipeline
+
+    from animdiff.models.load import build_motion_unet
+    from animdiff.models.tokenizer import clip_tokenizer
+    from animdiff.sampling.samplers import make_scheduler
+
+    parts = models.parts
+    unet = build_motion_unet(parts.unet, models.motion.adapter, path=models.motion.path)
+    pipe = AnimateDiffSDXLPipeline(
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        text_encoder_2=parts.text_encoder_2,
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=open_clip_tokenizer(),
+        unet=unet,
+        motion_adapter=models.motion.adapter,
+        scheduler=make_scheduler(sampler, scheduler_config),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

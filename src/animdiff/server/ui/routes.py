@@ -185,11 +185,15 @@ def ui_schema(ctx: ServerContext | None = None) -> dict[str, Any]:
     }
     for entry in fields:
         entry.update(extra.get(entry["name"], {}))
+    from animdiff.control import annotator_folder, annotator_problem
+
+    # Model-based preprocessors run where the annotators extra and their files are installed.
+    annotators = annotator_folder(ctx.models.root) if ctx is not None else None
     preprocessors = [
         {
             "name": p.name,
             "description": p.description,
-            "available": p.available,
+            "available": p.available or annotator_problem(p, annotators) is None,
             "uses_resolution": p.uses_resolution,
             "threshold_a": _slider(p.threshold_a),
             "threshold_b": _slider(p.threshold_b),
@@ -335,6 +339,7 @@ def _tokenizer() -> Any:
 
 @router.post("/api/v1/ui/preprocess", response_class=Response)
 def preprocess_preview(
+    ctx: Ctx,
     image: Annotated[UploadFile, File(description="an image to run the preprocessor on")],
     module: Annotated[str, Form()] = "none",
     processor_res: Annotated[int, Form()] = DEFAULT_PROCESSOR_RES,
@@ -345,7 +350,7 @@ def preprocess_preview(
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from animdiff.control import run_preprocessor
+    from animdiff.control import annotator_folder, run_preprocessor
 
     data = image.file.read(MAX_PREVIEW_IMAGE + 1)
     if len(data) > MAX_PREVIEW_IMAGE:
@@ -357,7 +362,12 @@ def preprocess_preview(
         raise HTTPException(422, "image: not an image this server can read") from None
     try:
         hint = run_preprocessor(
-            module, frame, processor_res=processor_res, threshold_a=threshold_a, threshold_b=threshold_b
+            module,
+            frame,
+            processor_res=processor_res,
+            threshold_a=threshold_a,
+            threshold_b=threshold_b,
+            annotators=annotator_folder(ctx.models.root),
         )
     except AnimdiffError as exc:
         raise HTTPException(422, f"module {module!r}: {exc}") from None

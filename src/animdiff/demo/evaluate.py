@@ -1,0 +1,229 @@
+"""Measure what the demo model draws: `python -m animdiff.demo.evaluate`.
+
+Renders a fixed grid of prompts and seeds through the ordinary pipeline (the shipped files loaded
+as a user's would be) and reads each clip back with `analyse`, which finds the shape by its
+distance from the plain background. On the training data itself `analyse` is right every time
+(tests/demo check that), so what it reports about samples is the model's doing.
+
+- **colour**: the palette colour nearest to the shape's mean pixel;
+- **direction**: the sign of the steeper axis of a straight-line fit to the centroid over the
+  frames; "static" when the fitted travel is under a quarter of the data's shortest;
+- **travel**: the fitted distance from the first frame to the last, against the data's;
+- **seams** (long videos through context windows): a *jump* is a frame-to-frame centroid move of
+  more than `JUMP_STEPS` times the data's per-frame step; the shape must keep its colour too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from animdiff.demo import data
+
+#: A pixel belongs to the shape when a channel differs from the background by more than this.
+SHAPE_THRESHOLD = 48
+#: Frames where fewer pixels than this differ count as "no shape visible".
+MIN_PIXELS = 6
+#: A frame-to-frame move above this many data steps is a jump.
+JUMP_STEPS = 3.0
+EVAL_COLOURS = tuple(data.COLOURS)
+EVAL_DIRECTIONS = tuple(data.DIRECTIONS)
+EVAL_SEEDS = (0, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class ClipReading:
+    colour: str | None  # None: no shape in any frame
+    direction: str  # right/left/up/down/static
+    travel: float  # pixels at the clip's size, from the fitted line
+    visible: float  # share of frames with a shape
+    centroids: list[tuple[float, float] | None]
+    colours: list[str | None]
+
+
+def _nearest_colour(pixel: np.ndarray) -> str:
+    names = list(data.COLOURS)
+    palette = np.asarray([data.COLOURS[n] for n in names], np.float32)
+    return names[int(np.argmin(((palette - pixel) ** 2).sum(axis=1)))]
+
+
+def analyse(frames: np.ndarray) -> ClipReading:
+    """`frames`: (frames, H, W, 3) uint8 RGB."""
+    frames = np.asarray(frames)
+    count, height, width = frames.shape[:3]
+    background = np.asarray(data.BACKGROUND, np.int16)
+    centroids: list[tuple[float, float] | None] = []
+    colours: list[str | None] = []
+    pixels = []
+    yy, xx = np.mgrid[0:height, 0:width]
+    for frame in frames:
+        mask = np.abs(frame.astype(np.int16) - background).max(axis=2) > SHAPE_THRESHOLD
+        if mask.sum() < MIN_PIXELS:
+            centroids.append(None)
+            colours.append(None)
+            continue
+        centroids.append((float(xx[mask].mean()), float(yy[mask].mean())))
+        mean = frame[mask].astype(np.float32).mean(axis=0)
+        colours.append(_nearest_colour(mean))
+        pixels.append(frame[mask].astype(np.float32))
+    seen = [i for i, c in enumerate(centroids) if c is not None]
+    if not seen:
+        return ClipReading(None, data.STATIC, 0.0, 0.0, centroids, colours)
+    colour = _nearest_colour(np.concatenate(pixels).mean(axis=0))
+    if len(seen) < 2:
+        return ClipReading(colour, data.STATIC, 0.0, 1 / count, centroids, colours)
+    t = np.asarray(seen, np.float64)
+    points = np.asarray([centroids[i] for i in seen], np.float64)
+    slope_x, slope_y = (np.polyfit(t, points[:, axis], 1)[0] for axis in (0, 1))
+    span = count - 1
+    travel = float(np.hypot(slope_x, slope_y) * span)
+    static_below = 0.25 * data.TRAVEL[0] * width / data.SIZE
+    if travel < static_below:
+        direction = data.STATIC
+    elif abs(slope_x) >= abs(slope_y):
+        direction = "right" if slope_x > 0 else "left"
+    else:
+        direction = "down" if slope_y > 0 else "up"
+    return ClipReading(colour, direction, travel, len(seen) / count, centroids, colours)
+
+
+def jumps(reading: ClipReading, step: float) -> list[int]:
+    """Frames whose centroid moved more than JUMP_STEPS data steps since the previous frame, or
+    where the shape appeared or vanished between visible neighbours."""
+    out = []
+    c = reading.centroids
+    for i in range(1, len(c)):
+        if c[i] is None or c[i - 1] is None:
+            if c[i] is None and c[i - 1] is not None and i + 1 < len(c) and c[i + 1] is not None:
+                out.append(i)
+            continue
+        if np.hypot(c[i][0] - c[i - 1][0], c[i][1] - c[i - 1][1]) > JUMP_STEPS * step:
+            out.append(i)
+    return out
+
+
+# --- rendering through the ordinary pipeline -------------------------------------------------------------
+
+
+def demo_params(prompt: str, seed: int, **overrides: object):
+    from animdiff.demo.defaults import demo_settings
+    from animdiff.params import make_params
+
+    return make_params({**demo_settings(), "prompt": prompt, "seed": seed, "formats": ["png"], **overrides})
+
+
+def render(animator, prompt: str, seed: int, **overrides: object) -> np.ndarray:
+    result = animator.run(demo_params(prompt, seed, **overrides), write=False)
+    return np.stack([np.asarray(frame.convert("RGB")) for frame in result.frames])
+
+
+def make_animator(weights: Path | None = None):
+    from animdiff.demo.model import weights_dir
+    from animdiff.pipeline import Animator, RunOptions
+
+    return Animator(weights or weights_dir(), None, RunOptions(device="cpu"))
+
+
+@dataclass
+class Report:
+    colour_accuracy: float
+    direction_accuracy: float
+    both_accuracy: float
+    median_travel: float
+    data_travel: float
+    travel_ratio: float
+    per_colour: dict[str, float]
+    per_direction: dict[str, float]
+    long_videos: list[dict]
+    seconds: float
+
+
+def measure(
+    animator,
+    colours=EVAL_COLOURS,
+    directions=EVAL_DIRECTIONS,
+    seeds=EVAL_SEEDS,
+    shape: str = "ball",
+    long_frames: int = 64,
+    long_prompts: int = 4,
+) -> Report:
+    started = time.monotonic()
+    rows = []
+    for colour, direction, seed in itertools.product(colours, directions, seeds):
+        reading = analyse(render(animator, data.caption(colour, shape, direction), seed))
+        rows.append((colour, direction, reading))
+    colour_ok = [r.colour == c for c, _, r in rows]
+    direction_ok = [r.direction == d for _, d, r in rows]
+    travels = [r.travel for _, _, r in rows]
+
+    def rate(flags: list[bool]) -> float:
+        return float(np.mean(flags)) if flags else 0.0
+
+    per_colour = {
+        c: rate([ok for (cc, _, _), ok in zip(rows, colour_ok, strict=True) if cc == c]) for c in colours
+    }
+    per_direction = {
+        d: rate([ok for (_, dd, _), ok in zip(rows, direction_ok, strict=True) if dd == d])
+        for d in directions
+    }
+    long_videos = []
+    for colour, direction in list(zip(colours, directions, strict=False))[:long_prompts]:
+        prompt = data.caption(colour, shape, direction)
+        reading = analyse(render(animator, prompt, 0, frames=long_frames, context=16))
+        seen = [c for c in reading.colours if c is not None]
+        long_videos.append(
+            {
+                "prompt": prompt,
+                "frames": long_frames,
+                "visible": reading.visible,
+                "colour_kept": rate([c == colour for c in seen]),
+                "jumps": jumps(reading, data.data_step()),
+            }
+        )
+    data_travel = float(np.mean(data.TRAVEL))
+    median_travel = float(np.median(travels))
+    return Report(
+        colour_accuracy=rate(colour_ok),
+        direction_accuracy=rate(direction_ok),
+        both_accuracy=rate([a and b for a, b in zip(colour_ok, direction_ok, strict=True)]),
+        median_travel=median_travel,
+        data_travel=data_travel,
+        travel_ratio=median_travel / data_travel,
+        per_colour=per_colour,
+        per_direction=per_direction,
+        long_videos=long_videos,
+        seconds=time.monotonic() - started,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m animdiff.demo.evaluate", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="models folder (default: the shipped weights)"
+    )
+    parser.add_argument("--seeds", type=int, default=len(EVAL_SEEDS), help="seeds per prompt (0, 1, ...)")
+    parser.add_argument("--long-prompts", type=int, default=4, help="64-frame videos to check for seam jumps")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    report = measure(
+        make_animator(args.weights), seeds=tuple(range(args.seeds)), long_prompts=args.long_prompts
+    )
+    text = json.dumps(asdict(report), indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

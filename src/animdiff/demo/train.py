@@ -1,0 +1,376 @@
+"""Train the demo model from nothing on the CPU: `python -m animdiff.demo.train`.
+
+Stages of a fixed number of seeded steps each (so a rerun on the same machine and thread count
+gives the same weights):
+
+1. The VAE learns to reconstruct single frames; its latent space is then rescaled to SD1.5's
+   0.18215 (`model.rescale_vae_latents`).
+2. The UNet and the motion module learn to predict the noise added to the latents of whole
+   16-frame clips: AnimateDiff's objective and noise schedule (epsilon, linear betas
+   0.00085-0.012, 1000 steps), through our own `MotionUNet` with the reference's GroupNorm rule,
+   so training sees the network exactly as sampling will.
+3. Optional (`--focus-steps N`, off by default): N more steps on the high-noise timesteps only,
+   from stage 2's weights as stored; `--resume-from DIR` runs it alone on written weights.
+
+The text encoder keeps its random initialisation (trained along, it learnt to suppress the
+direction word). What is meant to make the direction word count: the loss weighted up where the
+noise is high (`_loss_weights`), clips in pairs that differ only in direction trained on the same
+noise and timestep (data.py), high-noise timesteps drawn more often, and little caption dropout.
+The README's demo section says what this reached (colour and motion) and what it did not yet
+(direction), with the measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from animdiff.demo import data
+from animdiff.demo.model import DemoModel, build, rescale_vae_latents, weights_dir, write_weights
+from animdiff.models.detect import Kind
+from animdiff.models.motion_unet import MotionUNet
+from animdiff.models.tokenizer import PromptTokenizer
+from animdiff.prompts.encode import PromptEncoder
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    seed: int = 0
+    threads: int = 2
+    vae_steps: int = 600
+    vae_batch: int = 32
+    vae_lr: float = 2e-3
+    pairs: int = 2048  # clip pairs pre-encoded for stage 2
+    steps: int = 4000
+    batch_pairs: int = 4  # 8 clips per step
+    lr: float = 1e-3
+    warmup: int = 100
+    caption_dropout: float = 0.05
+    #: Share of captions written as prompt travel sends them (", a red ball moving right, ").
+    travel_commas: float = 0.3
+    #: t = 1000 * u**high_noise_power: below 1 draws high-noise timesteps more often (0.5: 75 % above 250).
+    high_noise_power: float = 0.5
+    #: Per-sample loss weight (1 - alpha_bar) / alpha_bar (the x0 error's scale), clamped to [1, this].
+    high_noise_weight: float = 20.0
+    min_timestep: int = 0
+    #: Train the text encoder too (False: it keeps its random initialisation, see train_denoiser).
+    train_text_encoder: bool = False
+    #: Stage 3: more steps on high-noise timesteps only, from the stage-2 weights as stored.
+    focus_steps: int = 0
+    focus_min_timestep: int = 500
+    focus_weight: float = 100.0
+    focus_lr: float = 3e-4
+    focus_pairs: int = 512
+    ema: float = 0.999
+    snapshot_every: int = 0  # also write the EMA weights every N steps (to <out>-step<N>), 0: never
+
+
+BETA_START, BETA_END, TRAIN_TIMESTEPS = 0.00085, 0.012, 1000
+
+
+def alphas_cumprod() -> torch.Tensor:
+    """AnimateDiff's schedule: betas linear in sqrt-space from 0.00085 to 0.012 ("scaled_linear")."""
+    betas = torch.linspace(BETA_START**0.5, BETA_END**0.5, TRAIN_TIMESTEPS, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def _lr(settings: TrainSettings, step: int, total: int, base: float) -> float:
+    warm = min(1.0, (step + 1) / settings.warmup)
+    return base * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
+
+
+# --- stage 1: the VAE ------------------------------------------------------------------------------------
+
+
+def train_vae(model: DemoModel, settings: TrainSettings, rng: np.random.Generator) -> float:
+    """Returns the final reconstruction MSE (on [-1, 1] pixels, mean of the last 50 steps)."""
+    vae = model.vae.train().requires_grad_(True)
+    optimiser = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    losses: list[float] = []
+    bar = tqdm(range(settings.vae_steps), desc="VAE", unit="step")
+    for step in bar:
+        frames = _random_frames(rng, settings.vae_batch)
+        posterior = vae.encode(frames).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        mse = torch.nn.functional.mse_loss(reconstruction, frames)
+        loss = mse + 1e-6 * posterior.kl().mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        for group in optimiser.param_groups:
+            group["lr"] = _lr(settings, step, settings.vae_steps, settings.vae_lr)
+        optimiser.step()
+        losses.append(mse.item())
+        if step % 10 == 0:
+            bar.set_postfix(mse=f"{np.mean(losses[-50:]):.4f}")
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        means = torch.cat([vae.encode(_random_frames(rng, 64)).latent_dist.mean for _ in range(4)])
+    rescale_vae_latents(vae, means.std().item())
+    return float(np.mean(losses[-50:]))
+
+
+def _random_frames(rng: np.random.Generator, count: int) -> torch.Tensor:
+    out = []
+    while len(out) < count:
+        spec = data.random_pair(rng)[0]
+        clip = data.render(spec)
+        out.extend(clip[rng.choice(data.FRAMES, size=min(4, count - len(out)), replace=False)])
+    return torch.from_numpy(np.stack(out))
+
+
+# --- stage 2: UNet, motion module and text encoder ------------------------------------------------------
+
+
+@dataclass
+class EncodedPool:
+    means: torch.Tensor  # (clips, 4, frames, h, w), scaled latents' posterior means
+    stds: torch.Tensor
+    captions: list[str]  # clips 2i and 2i+1 are a pair
+
+
+@torch.no_grad()
+def encode_pool(vae: torch.nn.Module, settings: TrainSettings, rng: np.random.Generator) -> EncodedPool:
+    scale = vae.config.scaling_factor
+    means, stds, captions = [], [], []
+    for _ in tqdm(range(settings.pairs), desc="clips", unit="pair"):
+        pair = data.random_pair(rng)
+        clips = torch.from_numpy(np.concatenate([data.render(spec) for spec in pair]))
+        posterior = vae.encode(clips).latent_dist
+        shape = (2, data.FRAMES, *posterior.mean.shape[1:])
+        means.append((posterior.mean * scale).reshape(shape).permute(0, 2, 1, 3, 4))
+        stds.append((posterior.std * scale).reshape(shape).permute(0, 2, 1, 3, 4))
+        captions.extend(spec.caption for spec in pair)
+    return EncodedPool(torch.cat(means), torch.cat(stds), captions)
+
+
+class CaptionTokens:
+    """Each caption's 77 tokens, exactly as the prompt encoder will chunk it at sampling time."""
+
+    def __init__(self) -> None:
+        self._encoder = PromptEncoder.__new__(PromptEncoder)
+        self._encoder.tokenizer = PromptTokenizer()
+        self._cache: dict[str, list[int]] = {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        rows = []
+        for text in captions:
+            if text not in self._cache:
+                chunks = self._encoder.chunks(text)
+                assert len(chunks) == 1, text
+                self._cache[text] = list(chunks[0].tokens)
+            rows.append(self._cache[text])
+        return torch.tensor(rows)
+
+
+def train_denoiser(
+    model: DemoModel,
+    pool: EncodedPool,
+    settings: TrainSettings,
+    rng: np.random.Generator,
+    snapshot: Callable[[int], None] | None = None,
+) -> tuple[DemoModel, float]:
+    """Returns an EMA copy of the model and the final loss (mean of the last 100 steps)."""
+    from diffusers import UNetMotionModel
+
+    unet = UNetMotionModel.from_unet2d(model.unet, model.motion)
+    # Taken before MotionUNet wraps the norms: these tensors share storage with the parameters.
+    trained_state = unet.state_dict()
+    network = MotionUNet(unet, Kind.MM_V3, groupnorm="reference").train()
+    text_encoder = model.text_encoder.train(settings.train_text_encoder)
+    text_encoder.requires_grad_(settings.train_text_encoder)
+    trainable = [text_encoder] if settings.train_text_encoder else []
+    params = [*network.parameters(), *(p for module in trainable for p in module.parameters())]
+    for p in params:
+        p.requires_grad_(True)
+    ema = [p.detach().clone() for p in params]
+    optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    tokens = CaptionTokens()
+    schedule = alphas_cumprod()
+    weights = _loss_weights(schedule, settings)
+    generator = torch.Generator().manual_seed(settings.seed + 2)
+    losses: list[float] = []
+    pairs = len(pool.captions) // 2
+    bar = tqdm(range(settings.steps), desc="UNet", unit="step")
+    for step in bar:
+        chosen = rng.integers(0, pairs, settings.batch_pairs)
+        rows = torch.from_numpy(np.stack([2 * chosen, 2 * chosen + 1], axis=1).reshape(-1))
+        latents = pool.means[rows] + pool.stds[rows] * torch.randn(
+            pool.means[rows].shape, generator=generator
+        )
+        captions = [_caption(pool.captions[i], settings, rng) for i in rows.tolist()]
+        # One noise and one timestep per pair: the two clips differ only in their direction.
+        noise = torch.randn((settings.batch_pairs, *latents.shape[1:]), generator=generator)
+        noise = noise.repeat_interleave(2, dim=0)
+        u = torch.rand(settings.batch_pairs, generator=generator)
+        span = TRAIN_TIMESTEPS - settings.min_timestep
+        t = (settings.min_timestep + u**settings.high_noise_power * span).long().clamp(0, TRAIN_TIMESTEPS - 1)
+        t = t.repeat_interleave(2)
+        a = schedule[t].view(-1, 1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        with torch.set_grad_enabled(settings.train_text_encoder):
+            context = text_encoder(input_ids=tokens(captions)).last_hidden_state
+        context = context.repeat_interleave(data.FRAMES, dim=0)
+        prediction = network(noisy, t, context)
+        errors = (prediction - noise).pow(2).mean(dim=(1, 2, 3, 4))
+        loss = (weights[t] * errors).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for group in optimiser.param_groups:
+            group["lr"] = _lr(settings, step, settings.steps, settings.lr)
+        optimiser.step()
+        decay = min(settings.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for shadow, p in zip(ema, params, strict=True):
+                shadow.lerp_(p.detach(), 1 - decay)
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
+        if snapshot is not None and settings.snapshot_every and (step + 1) % settings.snapshot_every == 0:
+            live = [p.detach().clone() for p in params]
+            _use_weights(model, params, ema, trained_state)
+            snapshot(step + 1)
+            _use_weights(model, params, live, trained_state)
+    _use_weights(model, params, ema, trained_state)
+    return model, float(np.mean(losses[-100:]))
+
+
+def _loss_weights(schedule: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
+    """Weights per timestep, normalised to average 1 over the timesteps training draws.
+
+    The epsilon loss hardly rewards getting the layout right where the noise is high: there an
+    error in the clean image counts alpha_bar / (1 - alpha_bar) times (1/212 at t=999), yet that is
+    where sampling commits to where the shape goes and which way it moves, and where only the text
+    can say. Weighting those timesteps towards the clean-image error's scale asks the model to
+    read the direction word there.
+    """
+    weights = ((1 - schedule) / schedule).clamp(1.0, settings.high_noise_weight)
+    t = torch.arange(TRAIN_TIMESTEPS, dtype=torch.float64)
+    # t = 1000 * u**p has density proportional to t**(1/p - 1).
+    density = ((t + 0.5) / TRAIN_TIMESTEPS) ** (1 / settings.high_noise_power - 1)
+    mean = float((weights.double() * density).sum() / density.sum())
+    return weights / mean
+
+
+def _caption(text: str, settings: TrainSettings, rng: np.random.Generator) -> str:
+    """Empty for CFG's unconditional case; sometimes in the commas a travel keyframe adds."""
+    if rng.random() < settings.caption_dropout:
+        return ""
+    return f", {text}, " if rng.random() < settings.travel_commas else text
+
+
+@torch.no_grad()
+def _use_weights(
+    model: DemoModel, params: list[torch.Tensor], values: list[torch.Tensor], state: dict[str, torch.Tensor]
+) -> None:
+    """Put `values` into the training parameters and the model's UNet and motion module."""
+    for p, value in zip(params, values, strict=True):
+        p.copy_(value)
+    model.unet.load_state_dict({k: v for k, v in state.items() if ".motion_modules." not in k})
+    model.motion.load_state_dict({k: v for k, v in state.items() if ".motion_modules." in k})
+
+
+def focus_settings(settings: TrainSettings) -> TrainSettings:
+    """Stage 3's settings: stage 2's objective restricted to the high-noise timesteps."""
+    return replace(
+        settings,
+        steps=settings.focus_steps,
+        lr=settings.focus_lr,
+        warmup=min(settings.warmup, 50),
+        min_timestep=settings.focus_min_timestep,
+        high_noise_weight=settings.focus_weight,
+        high_noise_power=1.0,
+        pairs=settings.focus_pairs,
+        snapshot_every=0,
+    )
+
+
+def round_as_stored(model: DemoModel) -> None:
+    """Round every weight to float16 precision, as the files store them, so that stage 3 starts from
+    the same numbers whether it follows stage 2 here or resumes from written files."""
+    with torch.no_grad():
+        for module in (model.unet, model.vae, model.text_encoder, model.motion):
+            for tensor in module.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half().float())
+
+
+def load_demo(folder: Path) -> DemoModel:
+    """A written demo model (a models folder), to resume from."""
+    from animdiff.demo.model import CHECKPOINT_NAME, MOTION_NAME
+    from animdiff.models.load import load_checkpoint, load_motion_module
+
+    parts = load_checkpoint(folder / "Stable-diffusion" / CHECKPOINT_NAME)
+    motion = load_motion_module(folder / "AnimateDiff" / MOTION_NAME)
+    return DemoModel(parts.unet, parts.vae, parts.text_encoder, motion.adapter)
+
+
+def train(settings: TrainSettings, out: Path, resume_from: Path | None = None) -> dict[str, Path]:
+    """All stages from nothing; with `resume_from` (stage 2's written weights), stage 3 only."""
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    started = time.monotonic()
+    report = []
+    if resume_from is None:
+        rng = np.random.default_rng(settings.seed)
+        model = build(settings.seed)
+        vae_mse = train_vae(model, settings, rng)
+        report.append(f"VAE reconstruction MSE {vae_mse:.4f} ({(time.monotonic() - started) / 60:.1f} min)")
+        pool = encode_pool(model.vae, settings, rng)
+
+        def snapshot(step: int) -> None:
+            write_weights(model, out.with_name(f"{out.name}-step{step}"))
+
+        model, loss = train_denoiser(model, pool, settings, rng, snapshot)
+        report.append(f"denoiser loss {loss:.4f} ({(time.monotonic() - started) / 60:.1f} min)")
+    else:
+        model = load_demo(resume_from)
+    round_as_stored(model)
+    if settings.focus_steps:
+        focus = focus_settings(settings)
+        rng = np.random.default_rng(settings.seed + 3)
+        pool = encode_pool(model.vae, focus, rng)
+        model, loss = train_denoiser(model, pool, focus, rng)
+        report.append(f"high-noise loss {loss:.4f} ({(time.monotonic() - started) / 60:.1f} min)")
+    for module in (model.unet, model.vae, model.text_encoder, model.motion):
+        module.eval().requires_grad_(False)
+    written = write_weights(model, out)
+    minutes = (time.monotonic() - started) / 60
+    print("; ".join([*report, f"total {minutes:.1f} min on {settings.threads} threads"]))
+    for name, path in written.items():
+        print(f"{name}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = TrainSettings()
+    parser = argparse.ArgumentParser(prog="python -m animdiff.demo.train", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=weights_dir(), help="models folder to write (default: the package's)"
+    )
+    parser.add_argument(
+        "--resume-from", type=Path, default=None, help="stage 3 only, from stage 2's weights in this folder"
+    )
+    for name, value in vars(defaults).items():
+        option = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(option, type=type(value), default=value)
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    resume_from = args.pop("resume_from")
+    train(TrainSettings(**args), out, resume_from)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The demo's data and the evaluator's reading of it: pure logic, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from animdiff.demo import data
+from animdiff.demo.evaluate import ClipReading, analyse, jumps
+
+
+def as_frames(clip: np.ndarray) -> np.ndarray:
+    """data.render's (F, 3, H, W) in [-1, 1] -> (F, H, W, 3) uint8, as a decoded clip comes."""
+    return ((clip.transpose(0, 2, 3, 1) + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_the_evaluator_reads_every_training_clip_right(seed: int) -> None:
+    for spec in data.random_pair(np.random.default_rng(seed)):
+        reading = analyse(as_frames(data.render(spec)))
+        assert reading.colour == spec.colour
+        assert reading.direction == spec.direction
+        assert reading.visible == 1.0
+        assert jumps(reading, data.data_step()) == []
+        if spec.direction != data.STATIC:
+            assert reading.travel == pytest.approx(spec.step * (data.FRAMES - 1), abs=1.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_a_pair_differs_only_in_its_direction(seed: int) -> None:
+    first, second = data.random_pair(np.random.default_rng(seed))
+    assert (first.colour, first.shape, first.radius) == (second.colour, second.shape, second.radius)
+    assert first.direction != second.direction
+    if data.STATIC not in (first.direction, second.direction):
+        assert data.OPPOSITE[first.direction] == second.direction
+        assert first.step == second.step
+        axis = 1 if first.direction in ("right", "left") else 0
+        assert first.start[axis] == second.start[axis]  # the same line, travelled both ways
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_shapes_stay_inside_the_frame(seed: int) -> None:
+    for spec in data.random_pair(np.random.default_rng(seed)):
+        for frame in (0, data.FRAMES - 1):
+            x, y = spec.centre(frame)
+            assert spec.radius <= x <= data.SIZE - spec.radius
+            assert spec.radius <= y <= data.SIZE - spec.radius
+
+
+def test_moving_shapes_enter_from_the_edge_they_leave_behind() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        for spec in data.random_pair(rng, static_share=0.0):
+            x, y = spec.start
+            near = spec.radius + 1 + data.START_JITTER
+            edge = {"right": x, "left": data.SIZE - x, "down": y, "up": data.SIZE - y}[spec.direction]
+            assert edge <= near + 1e-9
+
+
+def test_captions() -> None:
+    assert data.caption("red", "ball", "right") == "a red ball moving right"
+    assert data.caption("blue", "square", data.STATIC) == "a static blue square"
+
+
+def test_a_clip_rendered_longer_covers_the_same_path() -> None:
+    spec = data.random_pair(np.random.default_rng(3), static_share=0.0)[0]
+    short, long = analyse(as_frames(data.render(spec))), analyse(as_frames(data.render(spec, frames=48)))
+    assert long.direction == short.direction
+    assert long.travel == pytest.approx(short.travel, abs=1.0)
+
+
+def test_jumps_are_moves_of_more_than_three_data_steps_and_flicker() -> None:
+    step = data.data_step()
+    path: list[tuple[float, float] | None] = [(10.0 + 2 * i, 30.0) for i in range(8)]
+    reading = ClipReading("red", "right", 14.0, 1.0, list(path), ["red"] * 8)
+    assert jumps(reading, step) == []
+    path[5] = (10.0 + 2 * 5 + 3.1 * step, 30.0)
+    assert jumps(ClipReading("red", "right", 14.0, 1.0, list(path), ["red"] * 8), step) == [5]
+    path[5] = None  # gone for one frame between two where it is seen
+    assert jumps(ClipReading("red", "right", 14.0, 7 / 8, list(path), ["red"] * 8), step) == [5]
+
+
+def test_an_empty_clip_reads_as_no_shape() -> None:
+    frames = np.full((16, 64, 64, 3), data.BACKGROUND, np.uint8)
+    reading = analyse(frames)
+    assert reading.colour is None and reading.visible == 0.0 and reading.direction == data.STATIC

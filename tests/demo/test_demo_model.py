@@ -1,0 +1,81 @@
+"""The demo model's files: real layouts, loaded by the ordinary loader, small, reproducible."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from animdiff.demo import model as demo
+from animdiff.demo.train import TrainSettings, train
+from animdiff.models.detect import Kind, detect_file
+from animdiff.models.load import load_checkpoint, load_motion_module
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _same(loaded: torch.nn.Module, written: torch.nn.Module) -> None:
+    expected = _half(written.state_dict())
+    got = loaded.state_dict()
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+
+
+def test_written_files_load_through_the_users_path_to_the_same_tensors(tmp_path: Path) -> None:
+    model = demo.build(seed=3)
+    files = demo.write_weights(model, tmp_path)
+    assert detect_file(files["checkpoint"]).kind is Kind.SD15
+    assert detect_file(files["motion_module"]).kind is Kind.MM_V3
+    parts = load_checkpoint(files["checkpoint"])
+    _same(parts.unet, model.unet)
+    _same(parts.vae, model.vae)
+    _same(parts.text_encoder, model.text_encoder)
+    assert parts.vae.config.scaling_factor == demo.LATENT_SCALE
+    motion = load_motion_module(files["motion_module"])
+    assert motion.pe_length == demo.MOTION_POSITIONS
+    _same(motion.adapter, model.motion)
+
+
+def test_rescaling_the_latents_keeps_reconstructions_and_sets_the_spread() -> None:
+    vae = demo.build(seed=4).vae.eval()
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        before = vae.decode(vae.encode(images).latent_dist.mean).sample
+        spread = vae.encode(images).latent_dist.mean.std().item()
+        demo.rescale_vae_latents(vae, spread)
+        posterior = vae.encode(images).latent_dist
+        after = vae.decode(posterior.mean).sample
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    assert posterior.mean.std().item() * demo.LATENT_SCALE == pytest.approx(1.0, rel=1e-4)
+
+
+def test_training_is_seeded_and_stage_3_resumes_from_written_weights(tmp_path: Path) -> None:
+    tiny = TrainSettings(
+        threads=1, vae_steps=2, vae_batch=4, pairs=2, steps=2, batch_pairs=1, focus_steps=2, focus_pairs=2
+    )
+    full = train(tiny, tmp_path / "full")
+    again = train(tiny, tmp_path / "again")
+    stage_2 = train(replace(tiny, focus_steps=0), tmp_path / "stage2")
+    resumed = train(tiny, tmp_path / "resumed", resume_from=tmp_path / "stage2")
+    for name, path in full.items():
+        assert path.read_bytes() == again[name].read_bytes(), name
+        assert path.read_bytes() == resumed[name].read_bytes(), name
+        assert path.read_bytes() != stage_2[name].read_bytes(), name  # stage 3 did train
+    load_checkpoint(full["checkpoint"])
+    load_motion_module(full["motion_module"])
+
+
+def test_the_shipped_weights_are_small_and_in_the_package() -> None:
+    folder = demo.weights_dir()
+    files = [folder / "Stable-diffusion" / demo.CHECKPOINT_NAME, folder / "AnimateDiff" / demo.MOTION_NAME]
+    for path in files:
+        assert path.is_file(), f"{path} is missing: train with `python -m animdiff.demo.train`"
+    assert sum(p.stat().st_size for p in files) < 30 * 2**20
+    assert detect_file(files[0]).kind is Kind.SD15
+    assert detect_file(files[1]).kind is Kind.MM_V3

@@ -1,0 +1,78 @@
+"""What the shipped demo model draws, read back by the evaluator's `analyse` (tests/demo/
+test_demo_data.py shows `analyse` reads every training clip right).
+
+Seeds: each check uses the evaluator's first seeds (0, 1), not seeds picked for passing. The
+evaluator (`python -m animdiff.demo.evaluate`, 4 colours x 4 directions x 4 seeds) measured colour
+right in every clip and every clip moving, but the direction at chance (the README's open target),
+so these checks ask for colour and motion, and the direction word is not checked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from animdiff.demo import data
+from animdiff.demo.evaluate import analyse, make_animator, render
+
+# Colour and motion read from rendered pixels: CI runs these again with the portable CPU kernels.
+pytestmark = pytest.mark.numerics
+
+
+@pytest.fixture(scope="module")
+def animator():
+    return make_animator()
+
+
+def _frame_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+
+
+def _moves(reading) -> bool:
+    """Travels at least half the data's shortest path, and is seen in every frame."""
+    return reading.visible == 1.0 and reading.travel >= 0.5 * data.TRAVEL[0]
+
+
+def test_a_red_ball_moving_right_is_a_red_ball_that_moves(animator) -> None:
+    reading = analyse(render(animator, "a red ball moving right", 0))
+    assert reading.colour == "red"
+    assert _moves(reading)
+    # Which way it moves is not yet the prompt's (the README's open target): not asserted.
+
+
+def test_a_blue_ball_moving_up_is_a_blue_ball_that_moves(animator) -> None:
+    reading = analyse(render(animator, "a blue ball moving up", 0))
+    assert reading.colour == "blue"
+    assert _moves(reading)
+
+
+def test_every_colour_word_gives_its_colour(animator) -> None:
+    for colour in data.COLOURS:
+        reading = analyse(render(animator, f"a {colour} ball moving left", 1))
+        assert reading.colour == colour
+
+
+def test_prompt_travel_turns_red_into_blue(animator) -> None:
+    frames = render(animator, "0: a red ball moving right\n8: a blue ball moving right", 0)
+    colours = analyse(frames).colours
+    assert colours[0] == "red"
+    assert all(c == "blue" for c in colours[10:])
+    switch = next(i for i, c in enumerate(colours) if c == "blue")
+    assert 1 <= switch <= 9  # the embeddings blend over frames 0-8, so does the colour
+
+
+def test_closed_loops_end_nearer_their_first_frame(animator) -> None:
+    prompt = "a green ball moving left"
+    distance = {}
+    for mode in ("N", "R+P", "A"):
+        frames = render(animator, prompt, 0, frames=24, context=16, closed_loop=mode)
+        distance[mode] = _frame_distance(frames[-1], frames[0])
+    assert distance["A"] < distance["N"]
+    assert distance["R+P"] < distance["N"]
+
+
+def test_48_frames_through_context_16_keep_the_ball_and_its_colour(animator) -> None:
+    reading = analyse(render(animator, "a yellow ball moving down", 0, frames=48, context=16))
+    assert reading.visible == 1.0
+    assert all(c == "yellow" for c in reading.colours)
+    # Seam jumps are measured by the evaluator and not yet absent (the README's open target).
