@@ -235,7 +235,8 @@ def add_compare_arguments(
     parser.add_argument("--json", help="also write every measurement to this file")
 
 
-def _params(args: Any, groupnorm: str) -> Any:
+def _params(args: Any, groupnorm: str = "reference", sampler: str | None = None) -> Any:
+    """The benchmarked job's settings, from a worker's arguments."""
     from animdiff.params import make_params
 
     return make_params(
@@ -247,7 +248,7 @@ def _params(args: Any, groupnorm: str) -> Any:
         width=args.size,
         height=args.size,
         steps=args.steps,
-        sampler=args.sampler,
+        sampler=sampler or args.sampler,
         cfg_scale=7.5,
         seed=1,
         groupnorm=groupnorm,
@@ -261,9 +262,12 @@ def _animator(args: Any, device: str) -> Any:
     return Animator(Path(args.models), None, RunOptions(device=device, vae_chunk=args.vae_chunk))
 
 
-def _call_peer(pipe: Any, args: Any) -> Any:
+def _call_peer(pipe: Any, args: Any, chunked: bool = True) -> Any:
+    """`chunked=False` for AnimateDiffSDXLPipeline, which decodes every frame in one VAE call (it has
+    no chunk setting)."""
     import torch
 
+    chunk = {"decode_chunk_size": args.vae_chunk} if chunked else {}
     return pipe(
         prompt=PROMPT,
         num_frames=args.frames,
@@ -273,7 +277,7 @@ def _call_peer(pipe: Any, args: Any) -> Any:
         guidance_scale=7.5,
         generator=torch.Generator("cpu").manual_seed(1),
         output_type="pil",
-        decode_chunk_size=args.vae_chunk,
+        **chunk,
     ).frames
 
 
@@ -324,22 +328,6 @@ def _timed(run: Callable[[], Any], device: str) -> dict[str, float]:
     return {"seconds": seconds, "cpu_s": cpu, "added_mib": memory.added_mib}
 
 
-def _call_sdxl_peer(pipe: Any, args: Any) -> Any:
-    """AnimateDiffSDXLPipeline decodes every frame in one VAE call (it has no chunk setting)."""
-    import torch
-
-    return pipe(
-        prompt=PROMPT,
-        num_frames=args.frames,
-        height=args.size,
-        width=args.size,
-        num_inference_steps=args.steps,
-        guidance_scale=7.5,
-        generator=torch.Generator("cpu").manual_seed(1),
-        output_type="pil",
-    ).frames
-
-
 def _pair_worker(args: Any, device: str) -> dict[str, Any]:
     from animdiff.testing.peers import diffusers_pipeline_sharing
 
@@ -352,7 +340,7 @@ def _pair_worker(args: Any, device: str) -> dict[str, Any]:
 
         betas = job.motion_family.betas.scheduler_config()
         pipe = diffusers_sdxl_pipeline_sharing(models, betas, args.sampler)
-        peer: Callable[[], Any] = lambda: _call_sdxl_peer(pipe, args)  # noqa: E731
+        peer: Callable[[], Any] = lambda: _call_peer(pipe, args, chunked=False)  # noqa: E731
     else:
         pipe = diffusers_pipeline_sharing(models, args.sampler)
         peer = lambda: _call_peer(pipe, args)  # noqa: E731

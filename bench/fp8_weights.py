@@ -30,22 +30,7 @@ SIDES = {"plain": "weights in the compute dtype", "fp8": "--fp8 (float8 storage)
 
 
 def _params(args: Any) -> Any:
-    from animdiff.params import make_params
-
-    return make_params(
-        prompt=harness.PROMPT,
-        checkpoint=Path(args.checkpoint).name,
-        motion_module=Path(args.motion_module).name,
-        frames=args.frames,
-        context=args.frames,
-        width=args.size,
-        height=args.size,
-        steps=args.steps,
-        sampler="DDIM",
-        cfg_scale=7.5,
-        seed=1,
-        formats="gif",
-    )
+    return harness._params(args, sampler="DDIM")
 
 
 def worker(args: Any) -> dict[str, Any]:

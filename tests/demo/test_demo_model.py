@@ -79,3 +79,17 @@ def test_the_shipped_weights_are_small_and_in_the_package() -> None:
     assert sum(p.stat().st_size for p in files) < 30 * 2**20
     assert detect_file(files[0]).kind is Kind.SD15
     assert detect_file(files[1]).kind is Kind.MM_V3
+
+
+def test_the_text_encoder_trains_only_when_asked(tmp_path: Path) -> None:
+    """Default: it keeps its random initialisation (the README says why); `--train-text-encoder`
+    trains it along with the UNet."""
+    tiny = TrainSettings(threads=1, vae_steps=1, vae_batch=4, pairs=2, steps=2, batch_pairs=1)
+    initial = demo.build(tiny.seed).text_encoder.state_dict()
+    for trained in (False, True):
+        files = train(replace(tiny, train_text_encoder=trained), tmp_path / str(trained))
+        loaded = load_checkpoint(files["checkpoint"]).text_encoder.state_dict()
+        same = all(
+            torch.equal(loaded[k], v.half().float()) for k, v in initial.items() if v.is_floating_point()
+        )
+        assert same is not trained

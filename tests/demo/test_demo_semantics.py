@@ -76,3 +76,17 @@ def test_48_frames_through_context_16_keep_the_ball_and_its_colour(animator) -> 
     assert reading.visible == 1.0
     assert all(c == "yellow" for c in reading.colours)
     # Seam jumps are measured by the evaluator and not yet absent (the README's open target).
+
+
+def test_the_evaluator_reports_on_a_small_grid(animator) -> None:
+    from animdiff.demo.evaluate import measure
+
+    report = measure(
+        animator, colours=("red",), directions=("right", "up"), seeds=(0,), long_frames=24, long_prompts=1
+    )
+    assert report.colour_accuracy == 1.0  # the evaluator's full grid measured 100 %
+    assert report.per_colour == {"red": 1.0}
+    assert set(report.per_direction) == {"right", "up"}
+    assert report.median_travel > 0 and report.travel_ratio == report.median_travel / report.data_travel
+    (video,) = report.long_videos
+    assert video["frames"] == 24 and video["colour_kept"] == 1.0 and video["visible"] == 1.0

@@ -13,20 +13,9 @@ from PIL import Image
 
 from animdiff.batch import expand, main, parse_axis, read_jobs
 from animdiff.errors import ParamsError
+from server_helpers import tiny_job
 
-BASE = dict(
-    prompt="a corgi running on the beach",
-    checkpoint="tiny-sd15.safetensors",
-    motion_module="tiny-mm-v2.ckpt",
-    width=64,
-    height=64,
-    steps=2,
-    seed=1,
-    frames=8,
-    context=8,
-    sampler="DDIM",
-    formats=["gif"],
-)
+BASE = tiny_job(seed=1)
 
 
 def test_read_json_lines_csv_and_json(tmp_path: Path) -> None:

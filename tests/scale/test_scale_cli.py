@@ -11,6 +11,7 @@ import pytest
 
 from animdiff.errors import AnimdiffError
 from animdiff.server.cli import add_serve_command, settings_from_args
+from server_helpers import tiny_job
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -73,18 +74,7 @@ def test_two_servers_share_one_postgres_queue(postgres_url, models_dir: Path, an
 
     first, second = server("a"), server("b")
     try:
-        body = dict(
-            prompt="a corgi",
-            checkpoint="tiny-sd15.safetensors",
-            motion_module="tiny-mm-v2.ckpt",
-            width=64,
-            height=64,
-            steps=2,
-            frames=8,
-            context=8,
-            sampler="DDIM",
-            formats=["gif"],
-        )
+        body = tiny_job(prompt="a corgi")
         ids = [first.post("/api/v1/jobs", json={**body, "seed": i}).json()["id"] for i in range(6)]
         deadline = time.monotonic() + 120
         while True:

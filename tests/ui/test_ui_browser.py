@@ -275,19 +275,7 @@ def test_controlnet_unit_with_hint_preview(page, live_server, tmp_path):
 
 
 def test_history_survives_a_restart(page, live_server):
-    body = dict(
-        prompt="a corgi in the history",
-        checkpoint="tiny-sd15.safetensors",
-        motion_module="tiny-mm-v2.ckpt",
-        width=64,
-        height=64,
-        steps=2,
-        seed=7,
-        frames=8,
-        context=8,
-        sampler="DDIM",
-        formats=["gif"],
-    )
+    body = tiny_job(prompt="a corgi in the history", seed=7)
     job_id = httpx.post(f"{live_server.url}/api/v1/jobs", json=body).json()["id"]
     open_ui(page, live_server.url)
     history_row(page, job_id).wait_for(timeout=120_000)

@@ -38,7 +38,7 @@ from animdiff.demo.model import DemoModel, build, rescale_vae_latents, weights_d
 from animdiff.models.detect import Kind
 from animdiff.models.motion_unet import MotionUNet
 from animdiff.models.tokenizer import PromptTokenizer
-from animdiff.prompts.encode import PromptEncoder
+from animdiff.prompts.encode import prompt_chunks
 
 
 @dataclass(frozen=True)
@@ -156,15 +156,14 @@ class CaptionTokens:
     """Each caption's 77 tokens, exactly as the prompt encoder will chunk it at sampling time."""
 
     def __init__(self) -> None:
-        self._encoder = PromptEncoder.__new__(PromptEncoder)
-        self._encoder.tokenizer = PromptTokenizer()
+        self._tokenizer = PromptTokenizer()
         self._cache: dict[str, list[int]] = {}
 
     def __call__(self, captions: list[str]) -> torch.Tensor:
         rows = []
         for text in captions:
             if text not in self._cache:
-                chunks = self._encoder.chunks(text)
+                chunks = prompt_chunks(text, self._tokenizer)
                 assert len(chunks) == 1, text
                 self._cache[text] = list(chunks[0].tokens)
             rows.append(self._cache[text])
@@ -203,9 +202,8 @@ def train_denoiser(
     for step in bar:
         chosen = rng.integers(0, pairs, settings.batch_pairs)
         rows = torch.from_numpy(np.stack([2 * chosen, 2 * chosen + 1], axis=1).reshape(-1))
-        latents = pool.means[rows] + pool.stds[rows] * torch.randn(
-            pool.means[rows].shape, generator=generator
-        )
+        means = pool.means[rows]
+        latents = means + pool.stds[rows] * torch.randn(means.shape, generator=generator)
         captions = [_caption(pool.captions[i], settings, rng) for i in rows.tolist()]
         # One noise and one timestep per pair: the two clips differ only in their direction.
         noise = torch.randn((settings.batch_pairs, *latents.shape[1:]), generator=generator)

@@ -34,15 +34,7 @@ class PromptEncoder:
         self.clip_skip = clip_skip
 
     def chunks(self, prompt: str) -> list[Chunk]:
-        tok = self.tokenizer
-        return build_chunks(
-            parse_attention(prompt),
-            tok,
-            comma_id=tok.comma_id,
-            bos_id=tok.bos_id,
-            eos_id=tok.eos_id,
-            pad_id=tok.pad_id,
-        )
+        return prompt_chunks(prompt, self.tokenizer)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
@@ -72,6 +64,18 @@ class PromptEncoder:
         # transformers 5 flattened CLIPTextModel; 4.x keeps the layers under `text_model`.
         final_norm = getattr(self.text_encoder, "text_model", self.text_encoder).final_layer_norm
         return final_norm(out.hidden_states[-self.clip_skip])
+
+
+def prompt_chunks(prompt: str, tok: PromptTokenizer) -> list[Chunk]:
+    """The prompt's 77-token chunks as A1111 cuts them (no model needed: training uses this too)."""
+    return build_chunks(
+        parse_attention(prompt),
+        tok,
+        comma_id=tok.comma_id,
+        bos_id=tok.bos_id,
+        eos_id=tok.eos_id,
+        pad_id=tok.pad_id,
+    )
 
 
 def _apply_emphasis(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

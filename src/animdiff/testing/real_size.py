@@ -158,14 +158,23 @@ def write_real_size_dir(
     del state
     say(f"wrote {paths['mm-v2']} ({time.perf_counter() - start:.0f} s)")
 
-    manifest = {
-        "format": FORMAT,
-        "seeds": {"sd15": SD_SEED, "mm-v2": MOTION_SEED},
-        "files": {key: {"path": REAL_FILES[key], "bytes": p.stat().st_size} for key, p in paths.items()},
-        "note": "random weights at real SD1.5 / AnimateDiff v2 sizes, for benchmarks only",
-    }
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_manifest(
+        root / MANIFEST,
+        paths,
+        REAL_FILES,
+        {"sd15": SD_SEED, "mm-v2": MOTION_SEED},
+        "random weights at real SD1.5 / AnimateDiff v2 sizes, for benchmarks only",
+    )
     return paths
+
+
+def _write_manifest(
+    path: Path, paths: dict[str, Path], names: dict[str, str], seeds: dict[str, int], note: str
+) -> None:
+    """What was written (names, sizes, seeds), read back by `_manifest_ok` to reuse the files."""
+    files = {key: {"path": names[key], "bytes": p.stat().st_size} for key, p in paths.items()}
+    manifest = {"format": FORMAT, "seeds": seeds, "files": files, "note": note}
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 # --- SDXL -----------------------------------------------------------------------------------------------
@@ -337,11 +346,11 @@ def _write_real_size_sdxl_dir(root: Path, *, reuse: bool, say: Callable[[str], N
     write_motion_module(_partial(paths["mm-sdxl"]), state).replace(paths["mm-sdxl"])
     del state
     say(f"wrote {paths['mm-sdxl']} ({time.perf_counter() - start:.0f} s)")
-    manifest = {
-        "format": FORMAT,
-        "seeds": {"sdxl": SDXL_SEED, "mm-sdxl": SDXL_MOTION_SEED},
-        "files": {key: {"path": REAL_SDXL_FILES[key], "bytes": p.stat().st_size} for key, p in paths.items()},
-        "note": "random weights at real SDXL base / AnimateDiff-XL sizes, for benchmarks only",
-    }
-    (root / SDXL_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_manifest(
+        root / SDXL_MANIFEST,
+        paths,
+        REAL_SDXL_FILES,
+        {"sdxl": SDXL_SEED, "mm-sdxl": SDXL_MOTION_SEED},
+        "random weights at real SDXL base / AnimateDiff-XL sizes, for benchmarks only",
+    )
     return paths
