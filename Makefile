@@ -9,7 +9,7 @@ DEMO_MODELS ?= demo-models
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-numerics demo serve lint bench bench-realsize clean
+.PHONY: install test test-numerics test-annotators demo serve lint bench bench-realsize clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps --no-warn-conflicts 'open-clip-torch>=2.20'
 	# The annotators extra (model-based ControlNet preprocessors) without torchvision and timm, for
 	# the same reason: PyPI's torchvision is a CUDA build that does not load beside the CPU torch
-	# (and, installed, breaks transformers' image processors). depth_midas, normal_bae and
+	# (and, installed, breaks transformers' image processors). depth_midas and
 	# openpose_full need it and say so; the others run. With a CUDA torch: install the matching
 	# torchvision from $(TORCH)'s index, then pip install -e '.[annotators]'.
 	$(BIN)/pip install --quiet 'einops>=0.7' 'scipy>=1.11' 'scikit-image>=0.22'
@@ -48,6 +48,27 @@ test: $(STAMP)
 # kernels (AVX-512, AVX2, default), and an equivalence that holds on one must hold on all.
 test-numerics: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -p no:cacheprovider -m numerics
+
+# depth_midas and openpose_full need torchvision (and timm), which cannot sit beside the CPU torch
+# above (PyPI's torchvision is built for PyPI's CUDA torch). They are tested in a venv of their
+# own, with a torch and the torchvision built for it (on x86_64 PyPI's CUDA build, about 5.5 GB,
+# which runs on the CPU too). Best effort: where that install fails, this says so and stops; a
+# failing test fails.
+TV_VENV ?= .venv-torchvision
+TV_TORCH ?= torch==2.14.1 torchvision==0.29.1
+TV_STAMP := $(TV_VENV)/.installed
+
+$(TV_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(TV_VENV)
+	$(TV_VENV)/bin/pip install --quiet $(TV_TORCH) 'timm>=0.9' \
+	    && $(TV_VENV)/bin/pip install --quiet -e '.[dev,server,annotators]' \
+	    && $(TV_VENV)/bin/pip install --quiet --no-deps 'open-clip-torch>=2.20' && touch $@ \
+	    || echo "test-annotators: could not install $(TV_TORCH) with timm into $(TV_VENV); skipped"
+
+test-annotators:
+	-@$(MAKE) --no-print-directory $(TV_STAMP)
+	@if [ -f $(TV_STAMP) ]; then \
+	    $(TV_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/control/test_control_annotators.py; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -3,8 +3,8 @@
 Each weight file is the backend's own network with random weights, saved under the file name of
 lllyasviel/Annotators, so loading checks the real architecture and the key layout of the
 published files (prefixes included) while the test stays small. Skipped where the extra is not
-installed; `depth_midas`, `normal_bae` and `openpose_full` need a torchvision that loads beside
-the installed torch and are skipped where it does not.
+installed; `depth_midas` and `openpose_full` need a torchvision that loads beside the installed
+torch and are skipped where it does not.
 """
 
 from __future__ import annotations
@@ -91,16 +91,57 @@ def _mlsd(folder: Path) -> None:
     _save(_random_state(net), folder / "mlsd_large_512_fp32.pth")
 
 
-def _openpose_body(folder: Path) -> None:
+def _openpose_net(folder: Path, network: str, name: str) -> None:
     _backend_module("open_pose.util")
-    net = _backend_module("open_pose.model").bodypose_model()
+    net = getattr(_backend_module("open_pose.model"), network)()
     state = _random_state(net)
     # Flat output maps: a random net finds hundreds of joint candidates, slow to pair up for nothing.
     for key in state:
         if "Mconv7_stage6" in key:
             state[key].zero_()
-    # The published file names tensors without the network's first key level ("conv1_1.weight").
-    _save({key.split(".", 1)[1]: value for key, value in state.items()}, folder / "body_pose_model.pth")
+    # The published files name tensors without the network's first key level ("conv1_1.weight").
+    _save({key.split(".", 1)[1]: value for key, value in state.items()}, folder / name)
+
+
+def _openpose_body(folder: Path) -> None:
+    _openpose_net(folder, "bodypose_model", "body_pose_model.pth")
+
+
+def _openpose_hand_and_face(folder: Path) -> None:
+    """Only where torchvision loads: the face network's module imports it."""
+    _openpose_net(folder, "handpose_model", "hand_pose_model.pth")
+    _save(_random_state(_backend_module("open_pose.face").FaceNet()), folder / "facenet.pth")
+
+
+def _midas(folder: Path) -> None:
+    """Only where torchvision and timm load. DPT-Hybrid at its real size (123 M parameters),
+    stored in float16 to keep the file at 250 MB; the loader converts."""
+    net = _backend_module("midas.midas.dpt_depth").DPTDepthModel(
+        path=None, backbone="vitb_rn50_384", non_negative=True
+    )
+    state = {
+        key: value.half() if value.is_floating_point() else value for key, value in _random_state(net).items()
+    }
+    _save(state, folder / "dpt_hybrid-midas-501f0c75.pt")
+
+
+def _normal_bae(folder: Path) -> None:
+    import contextlib
+    import io
+    import types
+
+    options = types.SimpleNamespace(
+        mode="client", architecture="BN", pretrained="scannet", sampling_ratio=0.4, importance_ratio=0.7
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = _backend_module("normalbae.nets.NNET").NNET(options)
+    # The published file is a training checkpoint of a DataParallel model, stored in float16 here to
+    # keep the test small (the loader takes either).
+    state = {
+        f"module.{key}": value.half() if value.is_floating_point() else value
+        for key, value in _random_state(net).items()
+    }
+    _save({"model": state}, folder / "scannet.pt")
 
 
 WRITERS: dict[str, Callable[[Path], None]] = {
@@ -110,6 +151,7 @@ WRITERS: dict[str, Callable[[Path], None]] = {
     "netG.pth": _lineart_anime,
     "mlsd_large_512_fp32.pth": _mlsd,
     "body_pose_model.pth": _openpose_body,
+    "scannet.pt": _normal_bae,
 }
 
 
@@ -121,6 +163,9 @@ def annotators(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     for write in WRITERS.values():
         write(folder)
+    if _torchvision_loads():
+        _openpose_hand_and_face(folder)
+        _midas(folder)
     yield folder
     clear_annotator_cache()
 
@@ -144,6 +189,7 @@ EDGE_ROWS = [
     "lineart_coarse",
     "lineart_anime",
     "mlsd",
+    "normal_bae",
 ]
 
 
@@ -255,15 +301,32 @@ def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch, t
 
 
 @needs_torchvision
-@pytest.mark.parametrize("name", ["depth_midas", "normal_bae", "openpose_full"])
+@pytest.mark.parametrize("name", ["depth_midas", "openpose_full"])
 def test_torchvision_rows_check_their_files(name: str, tmp_path: Path) -> None:
     with pytest.raises(AnnotatorWeightsMissingError, match=PREPROCESSORS[name].weights.files[0]):
         check_annotator(name, tmp_path)
 
 
+@needs_torchvision
+def test_depth_midas_runs_end_to_end(annotators: Path) -> None:
+    first, second = shapes()
+    hints = list(preprocess_frames("depth_midas", [first, second], processor_res=64, annotators=annotators))
+    for hint in hints:
+        assert hint.shape == (64, 64, 3) and hint.dtype == np.uint8
+        assert np.array_equal(hint[..., 0], hint[..., 1]) and np.array_equal(hint[..., 0], hint[..., 2])
+    assert not np.array_equal(hints[0], hints[1]), "the hint does not depend on the frame"
+
+
+@needs_torchvision
+def test_openpose_full_loads_its_three_networks_and_draws_nobody_on_a_plain_frame(annotators: Path) -> None:
+    frame = np.full((64, 64, 3), 128, dtype=np.uint8)
+    hint = run_preprocessor("openpose_full", frame, processor_res=64, annotators=annotators)
+    assert hint.shape == (64, 64, 3) and hint.dtype == np.uint8 and not hint.any()
+
+
 @pytest.mark.skipif(_torchvision_loads(), reason="torchvision loads here")
 def test_torchvision_rows_say_what_they_need(annotators: Path) -> None:
-    for name in ("depth_midas", "normal_bae", "openpose_full"):
+    for name in ("depth_midas", "openpose_full"):
         with pytest.raises(
             AnnotatorsNotInstalledError, match=rf"'{name}' needs a model that runs with torchvision"
         ):
@@ -355,9 +418,13 @@ def test_models_lists_the_preprocessors_and_their_files(cli_models: Path, annota
         "ControlNet preprocessor weights (softedge_hed, softedge_hedsafe)"
     )
     assert lines["preprocessor softedge_hed"] == lines["preprocessor openpose"] == "ready"
-    assert lines["preprocessor normal_bae"].startswith(
-        "not available: preprocessor 'normal_bae' needs a model"
-    )
+    assert lines["preprocessor normal_bae"] == "ready"
+    if _torchvision_loads():
+        assert lines["preprocessor depth_midas"] == lines["preprocessor openpose_full"] == "ready"
+    else:
+        assert lines["preprocessor depth_midas"].startswith(
+            "not available: preprocessor 'depth_midas' needs a model"
+        )
 
 
 def test_the_ui_schema_marks_ready_model_preprocessors(annotators: Path) -> None:
@@ -370,7 +437,8 @@ def test_the_ui_schema_marks_ready_model_preprocessors(annotators: Path) -> None
     ctx = SimpleNamespace(settings=limits, previews=None, models=SimpleNamespace(root=annotators.parent))
     available = {p["name"]: p["available"] for p in ui_schema(ctx)["preprocessors"]}
     assert available["canny"] and available["softedge_hed"] and available["mlsd"]
-    assert not available["normal_bae"] or _torchvision_loads()
+    assert available["normal_bae"]
+    assert not available["depth_midas"] or _torchvision_loads()
     bare = SimpleNamespace(settings=limits, previews=None, models=SimpleNamespace(root=None))
     available = {p["name"]: p["available"] for p in ui_schema(bare)["preprocessors"]}
     assert available["canny"] and not available["softedge_hed"]

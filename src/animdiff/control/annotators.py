@@ -15,8 +15,9 @@ build made for the installed torch; the one PyPI serves is a CUDA build, which d
 beside a CPU torch (and, once installed, breaks transformers' image processors too). So the
 package's own `__init__` is skipped and each preprocessor imports just the detector modules it
 needs: soft edges, line art, M-LSD and the OpenPose body model need torch, einops, scipy and
-scikit-image only; `depth_midas`, `normal_bae` and `openpose_full` (its face model) need a
-working torchvision (and timm for depth) as well, and say so when it is missing.
+scikit-image only (the BAE normal network is built from its own module, skipping the detector's
+module, which imports torchvision for one normalisation); `depth_midas` and `openpose_full` (its
+face model) need a working torchvision (and timm for depth) as well, and say so when it is missing.
 
 Checks come before any work: `check_annotator` (called where ControlNet units are prepared)
 raises `AnnotatorsNotInstalledError` or `AnnotatorWeightsMissingError` naming what to install or
@@ -377,9 +378,44 @@ def _build_midas(modules: dict[str, ModuleType], paths: tuple[Path, ...]) -> Hin
 
 
 def _build_normal_bae(modules: dict[str, ModuleType], paths: tuple[Path, ...]) -> HintFn:
-    normalbae = modules["normalbae"]
-    detector = normalbae.NormalBaeDetector.from_pretrained(str(paths[0].parent), filename=paths[0].name)
-    return lambda image, a, b: _square_call(detector, image)
+    """The BAE normal network built from its own module (the detector's module imports
+    torchvision for one normalisation, done here instead), the detector's steps otherwise."""
+    import contextlib
+    import io
+    import types
+
+    import torch
+
+    nnet = modules["normalbae.nets.NNET"]
+    options = types.SimpleNamespace(
+        mode="client", architecture="BN", pretrained="scannet", sampling_ratio=0.4, importance_ratio=0.7
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the encoder prints while it builds
+        net = nnet.NNET(options)
+    state = _state(paths[0])
+    net = _ready(net, _strip_module(state.get("model", state)))
+    mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+
+    def run(image: np.ndarray, a: float, b: float) -> np.ndarray:
+        import cv2
+
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).float().permute(2, 0, 1)[None] / 255.0
+        with torch.no_grad():
+            normal = net((pixels - mean) / std)[0][-1][:, :3]
+        normal = ((normal + 1) * 0.5).clip(0, 1)[0].permute(1, 2, 0).numpy()
+        out = (normal * 255.0).clip(0, 255).astype(np.uint8)
+        height, width = image.shape[:2]
+        if out.shape[:2] != (height, width):
+            out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+        return out
+
+    return run
+
+
+#: The ImageNet statistics the BAE network's EfficientNet encoder was trained with.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 _POSE = ("open_pose.util", "open_pose.body")  # util first: the two import each other
@@ -395,5 +431,5 @@ _BACKENDS: dict[str, _Backend] = {
     "openpose": _Backend(_POSE, _build_openpose),
     "openpose_full": _Backend(("open_pose",), _build_openpose_full, needs="torchvision"),
     "depth_midas": _Backend(("midas",), _build_midas, needs="torchvision and timm"),
-    "normal_bae": _Backend(("normalbae",), _build_normal_bae, needs="torchvision"),
+    "normal_bae": _Backend(("normalbae.nets.NNET",), _build_normal_bae),
 }

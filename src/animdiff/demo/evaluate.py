@@ -11,6 +11,11 @@ distance from the plain background. On the training data itself `analyse` is rig
 - **travel**: the fitted distance from the first frame to the last, against the data's;
 - **seams** (long videos through context windows): a *jump* is a frame-to-frame centroid move of
   more than `JUMP_STEPS` times the data's per-frame step; the shape must keep its colour too.
+
+`--word-dependence` measures something else, on the network rather than on samples: how much its
+noise prediction for training clips gets worse when one word of the caption is swapped for a
+wrong one (`word_dependence`). A word the model reads raises that loss; one it ignores leaves it
+where it was. It tells "the model ignores the direction word" apart from "sampling loses it".
 """
 
 from __future__ import annotations
@@ -152,6 +157,7 @@ def measure(
     shape: str = "ball",
     long_frames: int = 64,
     long_prompts: int = 4,
+    long_overlap: int = -1,
 ) -> Report:
     started = time.monotonic()
     rows = []
@@ -175,7 +181,7 @@ def measure(
     long_videos = []
     for colour, direction in list(zip(colours, directions, strict=False))[:long_prompts]:
         prompt = data.caption(colour, shape, direction)
-        reading = analyse(render(animator, prompt, 0, frames=long_frames, context=16))
+        reading = analyse(render(animator, prompt, 0, frames=long_frames, context=16, overlap=long_overlap))
         seen = [c for c in reading.colours if c is not None]
         long_videos.append(
             {
@@ -202,6 +208,67 @@ def measure(
     )
 
 
+# --- how much the network reads each word -----------------------------------------------------------------
+
+WRONG_COLOUR = {"red": "blue", "blue": "red", "green": "yellow", "yellow": "green"}
+
+
+def word_dependence(
+    weights: Path | None = None,
+    pairs: int = 12,
+    timesteps: tuple[int, ...] = (200, 500, 800, 950),
+    seed: int = 123,
+) -> dict[str, dict[int, float]]:
+    """Mean ratio of the denoising loss with a wrong word to the loss with the right caption, per
+    word ("direction": the pair's opposite direction, "colour": another colour) and timestep, over
+    `pairs` training pairs (moving both ways), each noised once per timestep with one noise."""
+    import torch
+    from diffusers import UNetMotionModel
+
+    from animdiff.demo.model import weights_dir
+    from animdiff.demo.train import CaptionTokens, alphas_cumprod, load_demo
+    from animdiff.models.detect import Kind
+    from animdiff.models.motion_unet import MotionUNet
+
+    model = load_demo(weights or weights_dir())
+    unet = UNetMotionModel.from_unet2d(model.unet, model.motion)
+    network = MotionUNet(unet, Kind.MM_V3, groupnorm="reference").eval()  # as trained and sampled
+    tokens = CaptionTokens()
+    schedule = alphas_cumprod()
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+
+    def encode(captions: list[str]) -> torch.Tensor:
+        return model.text_encoder(input_ids=tokens(captions)).last_hidden_state.repeat_interleave(
+            data.FRAMES, 0
+        )
+
+    ratios: dict[str, dict[int, list[float]]] = {"direction": {}, "colour": {}}
+    with torch.no_grad():
+        for _ in range(pairs):
+            pair = data.random_pair(rng, static_share=0.0)
+            clips = torch.from_numpy(np.concatenate([data.render(spec) for spec in pair]))
+            latents = model.vae.encode(clips).latent_dist.mean * model.vae.config.scaling_factor
+            latents = latents.reshape(2, data.FRAMES, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
+            right = encode([spec.caption for spec in pair])
+            wrong = {
+                "direction": encode([pair[1].caption, pair[0].caption]),
+                "colour": encode(
+                    [spec.caption.replace(spec.colour, WRONG_COLOUR[spec.colour]) for spec in pair]
+                ),
+            }
+            for t in timesteps:
+                noise = torch.randn((1, *latents.shape[1:]), generator=generator).expand_as(latents)
+                a = schedule[t]
+                noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+                steps = torch.full((2,), t)
+                base = (network(noisy, steps, right) - noise).pow(2).mean().item()
+                for word, context in wrong.items():
+                    loss = (network(noisy, steps, context) - noise).pow(2).mean().item()
+                    ratios[word].setdefault(t, []).append(loss / base)
+    return {word: {t: float(np.mean(v)) for t, v in by_t.items()} for word, by_t in ratios.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m animdiff.demo.evaluate", description=__doc__.split("\n")[0]
@@ -211,13 +278,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seeds", type=int, default=len(EVAL_SEEDS), help="seeds per prompt (0, 1, ...)")
     parser.add_argument("--long-prompts", type=int, default=4, help="64-frame videos to check for seam jumps")
+    parser.add_argument(
+        "--overlap", type=int, default=-1, help="context overlap for the 64-frame videos (-1: context // 4)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument(
+        "--word-dependence",
+        action="store_true",
+        help="instead: how much the denoising loss grows when the direction or colour word is wrong",
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(2)
+    if args.word_dependence:
+        print(json.dumps(word_dependence(args.weights), indent=2))
+        return
     report = measure(
-        make_animator(args.weights), seeds=tuple(range(args.seeds)), long_prompts=args.long_prompts
+        make_animator(args.weights),
+        seeds=tuple(range(args.seeds)),
+        long_prompts=args.long_prompts,
+        long_overlap=args.overlap,
     )
     text = json.dumps(asdict(report), indent=2)
     print(text)

@@ -49,7 +49,7 @@ class TrainSettings:
     vae_batch: int = 32
     vae_lr: float = 2e-3
     pairs: int = 2048  # clip pairs pre-encoded for stage 2
-    steps: int = 4000
+    steps: int = 4500
     batch_pairs: int = 4  # 8 clips per step
     lr: float = 1e-3
     warmup: int = 100
