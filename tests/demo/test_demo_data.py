@@ -89,3 +89,11 @@ def test_an_empty_clip_reads_as_no_shape() -> None:
     frames = np.full((16, 64, 64, 3), data.BACKGROUND, np.uint8)
     reading = analyse(frames)
     assert reading.colour is None and reading.visible == 0.0 and reading.direction == data.STATIC
+
+
+def test_the_evaluator_refuses_zero_seeds(capsys) -> None:
+    from animdiff.demo.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main(["--seeds", "0"])
+    assert "--seeds: must be 1 or more" in capsys.readouterr().err

@@ -269,6 +269,13 @@ def word_dependence(
     return {word: {t: float(np.mean(v)) for t, v in by_t.items()} for word, by_t in ratios.items()}
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (the rates are over these seeds), got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m animdiff.demo.evaluate", description=__doc__.split("\n")[0]
@@ -276,7 +283,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--weights", type=Path, default=None, help="models folder (default: the shipped weights)"
     )
-    parser.add_argument("--seeds", type=int, default=len(EVAL_SEEDS), help="seeds per prompt (0, 1, ...)")
+    parser.add_argument(
+        "--seeds",
+        type=_at_least_one,
+        default=len(EVAL_SEEDS),
+        help="seeds per prompt (0, 1, ...)",
+    )
     parser.add_argument("--long-prompts", type=int, default=4, help="64-frame videos to check for seam jumps")
     parser.add_argument(
         "--overlap", type=int, default=-1, help="context overlap for the 64-frame videos (-1: context // 4)"
