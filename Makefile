@@ -51,7 +51,7 @@ test-numerics: $(STAMP)
 
 # depth_midas and openpose_full need torchvision (and timm), which cannot sit beside the CPU torch
 # above (PyPI's torchvision is built for PyPI's CUDA torch). They are tested in a venv of their
-# own, with a torch and the torchvision built for it (on x86_64 PyPI's CUDA build, about 5.5 GB,
+# own, with a torch and the torchvision built for it (on x86_64 PyPI's CUDA build, about 6 GB,
 # which runs on the CPU too). Best effort: where that install fails, this says so and stops; a
 # failing test fails.
 TV_VENV ?= .venv-torchvision

@@ -15,33 +15,23 @@ from diffusers import AnimateDiffSDXLPipeline, UNetMotionModel
 from animdiff.family import SDXL as SDXL_FAMILY
 from animdiff.models.load import build_motion_unet
 from animdiff.models.motion_unet import MotionUNet
-from animdiff.models.tokenizer import clip_tokenizer
 from animdiff.pipeline import FrameCounts
 from animdiff.prompts.conditioning import frame_conditioning, plan_prompts
 from animdiff.sampling.guidance import Conditioning, guided_windows
 from animdiff.sampling.noise import frame_generators, initial_noise
-from animdiff.sampling.samplers import make_scheduler
-from animdiff.testing.sdxl import open_clip_tokenizer
+from animdiff.testing.sdxl import diffusers_sdxl_pipeline_sharing
 
 SDXL = "tiny-sdxl.safetensors"
 
 
 def peer_pipeline(models, betas: dict, sampler: str) -> AnimateDiffSDXLPipeline:
+    """diffusers' pipeline converting the 2-D UNet itself (an independent peer for our motion UNet),
+    with the size/pooled-text embedding its conversion leaves fresh copied over."""
     parts = models.parts
-    pipe = AnimateDiffSDXLPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        text_encoder_2=parts.text_encoder_2,
-        tokenizer=clip_tokenizer(),
-        tokenizer_2=open_clip_tokenizer(),
-        unet=parts.unet,
-        motion_adapter=models.motion.adapter,
-        scheduler=make_scheduler(sampler, betas),
-    )
+    pipe = diffusers_sdxl_pipeline_sharing(models, betas, sampler, unet=parts.unet)
     assert isinstance(pipe.unet, UNetMotionModel)
     pipe.unet.add_embedding.load_state_dict(parts.unet.add_embedding.state_dict())
     pipe.unet.to(parts.unet.dtype).eval()
-    pipe.set_progress_bar_config(disable=True)
     return pipe
 
 

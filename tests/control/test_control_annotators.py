@@ -29,7 +29,12 @@ from animdiff.control import (
     preprocess_frames,
     run_preprocessor,
 )
-from animdiff.control.annotators import _backend_module, annotator_hint_fn, clear_annotator_cache
+from animdiff.control.annotators import (
+    _backend_module,
+    annotator_hint_fn,
+    bae_network,
+    clear_annotator_cache,
+)
 from animdiff.errors import ModelNotFoundError
 
 torch = pytest.importorskip("torch")
@@ -126,15 +131,7 @@ def _midas(folder: Path) -> None:
 
 
 def _normal_bae(folder: Path) -> None:
-    import contextlib
-    import io
-    import types
-
-    options = types.SimpleNamespace(
-        mode="client", architecture="BN", pretrained="scannet", sampling_ratio=0.4, importance_ratio=0.7
-    )
-    with contextlib.redirect_stdout(io.StringIO()):
-        net = _backend_module("normalbae.nets.NNET").NNET(options)
+    net = bae_network(_backend_module("normalbae.nets.NNET"))
     # The published file is a training checkpoint of a DataParallel model, stored in float16 here to
     # keep the test small (the loader takes either).
     state = {
@@ -315,6 +312,20 @@ def test_depth_midas_runs_end_to_end(annotators: Path) -> None:
         assert hint.shape == (64, 64, 3) and hint.dtype == np.uint8
         assert np.array_equal(hint[..., 0], hint[..., 1]) and np.array_equal(hint[..., 0], hint[..., 2])
     assert not np.array_equal(hints[0], hints[1]), "the hint does not depend on the frame"
+
+
+@needs_torchvision
+def test_normal_bae_equals_the_backends_own_detector(annotators: Path) -> None:
+    """Ours builds the network without the detector's module (which imports torchvision); where
+    torchvision loads, the detector itself runs on the same file and must draw the same map."""
+    detector = _backend_module("normalbae").NormalBaeDetector.from_pretrained(
+        str(annotators), filename="scannet.pt"
+    )
+    for frame in shapes():
+        ours = run_preprocessor("normal_bae", frame, processor_res=64, annotators=annotators)
+        theirs = np.asarray(detector(frame, detect_resolution=64, image_resolution=64, output_type="np"))
+        assert ours.shape == theirs.shape
+        assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
 
 
 @needs_torchvision

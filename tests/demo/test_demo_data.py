@@ -97,3 +97,25 @@ def test_the_evaluator_refuses_zero_seeds(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--seeds", "0"])
     assert "--seeds: must be 1 or more" in capsys.readouterr().err
+
+
+def test_the_evaluator_passes_its_options_and_writes_either_report(monkeypatch, tmp_path) -> None:
+    from animdiff.demo import evaluate
+
+    seen: dict = {}
+
+    def fake_measure(animator, **options):
+        seen.update(options)
+        return evaluate.Report(1.0, 0.25, 0.25, 34.0, 34.0, 1.0, {}, {}, [], 0.0)
+
+    monkeypatch.setattr(evaluate, "make_animator", lambda weights: None)
+    monkeypatch.setattr(evaluate, "measure", fake_measure)
+    evaluate.main(
+        ["--seeds", "2", "--overlap", "8", "--long-prompts", "1", "--json", str(tmp_path / "a.json")]
+    )
+    assert seen == {"seeds": (0, 1), "long_prompts": 1, "long_overlap": 8}
+    assert '"direction_accuracy": 0.25' in (tmp_path / "a.json").read_text()
+
+    monkeypatch.setattr(evaluate, "word_dependence", lambda weights: {"direction": {800: 1.0}})
+    evaluate.main(["--word-dependence", "--json", str(tmp_path / "b.json")])
+    assert '"direction"' in (tmp_path / "b.json").read_text()

@@ -377,23 +377,27 @@ def _build_midas(modules: dict[str, ModuleType], paths: tuple[Path, ...]) -> Hin
     return lambda image, a, b: _square_call(detector, image)
 
 
-def _build_normal_bae(modules: dict[str, ModuleType], paths: tuple[Path, ...]) -> HintFn:
-    """The BAE normal network built from its own module (the detector's module imports
-    torchvision for one normalisation, done here instead), the detector's steps otherwise."""
+def bae_network(nnet: ModuleType) -> Any:
+    """The BAE normal network with the options the published `scannet.pt` was trained with, built
+    without the encoder's build messages on stdout (random weights until a file is loaded)."""
     import contextlib
     import io
     import types
 
-    import torch
-
-    nnet = modules["normalbae.nets.NNET"]
     options = types.SimpleNamespace(
         mode="client", architecture="BN", pretrained="scannet", sampling_ratio=0.4, importance_ratio=0.7
     )
-    with contextlib.redirect_stdout(io.StringIO()):  # the encoder prints while it builds
-        net = nnet.NNET(options)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nnet.NNET(options)
+
+
+def _build_normal_bae(modules: dict[str, ModuleType], paths: tuple[Path, ...]) -> HintFn:
+    """The BAE normal network built from its own module (the detector's module imports
+    torchvision for one normalisation, done here instead), the detector's steps otherwise."""
+    import torch
+
     state = _state(paths[0])
-    net = _ready(net, _strip_module(state.get("model", state)))
+    net = _ready(bae_network(modules["normalbae.nets.NNET"]), _strip_module(state.get("model", state)))
     mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
 

@@ -226,7 +226,7 @@ def word_dependence(
     from diffusers import UNetMotionModel
 
     from animdiff.demo.model import weights_dir
-    from animdiff.demo.train import CaptionTokens, alphas_cumprod, load_demo
+    from animdiff.demo.train import CaptionTokens, alphas_cumprod, clip_latents, load_demo
     from animdiff.models.detect import Kind
     from animdiff.models.motion_unet import MotionUNet
 
@@ -247,9 +247,7 @@ def word_dependence(
     with torch.no_grad():
         for _ in range(pairs):
             pair = data.random_pair(rng, static_share=0.0)
-            clips = torch.from_numpy(np.concatenate([data.render(spec) for spec in pair]))
-            latents = model.vae.encode(clips).latent_dist.mean * model.vae.config.scaling_factor
-            latents = latents.reshape(2, data.FRAMES, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
+            latents, _ = clip_latents(model.vae, pair)
             right = encode([spec.caption for spec in pair])
             wrong = {
                 "direction": encode([pair[1].caption, pair[0].caption]),
@@ -304,15 +302,16 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(2)
     if args.word_dependence:
-        print(json.dumps(word_dependence(args.weights), indent=2))
-        return
-    report = measure(
-        make_animator(args.weights),
-        seeds=tuple(range(args.seeds)),
-        long_prompts=args.long_prompts,
-        long_overlap=args.overlap,
-    )
-    text = json.dumps(asdict(report), indent=2)
+        result = word_dependence(args.weights)
+    else:
+        report = measure(
+            make_animator(args.weights),
+            seeds=tuple(range(args.seeds)),
+            long_prompts=args.long_prompts,
+            long_overlap=args.overlap,
+        )
+        result = asdict(report)
+    text = json.dumps(result, indent=2)
     print(text)
     if args.json:
         args.json.write_text(text + "\n")

@@ -44,50 +44,46 @@ def weights_dir() -> Path:
 
 
 def unet_config() -> dict:
-    config = shipped_config("sd15_unet.json")
-    config.update(
+    return shipped_config(
+        "sd15_unet.json",
         block_out_channels=list(UNET_WIDTHS),
         norm_num_groups=norm_groups(UNET_WIDTHS),
         layers_per_block=1,
         cross_attention_dim=TEXT_WIDTH,
         sample_size=8,
     )
-    return config
 
 
 def vae_config() -> dict:
-    config = shipped_config("sd15_vae.json")
-    config.update(
+    return shipped_config(
+        "sd15_vae.json",
         block_out_channels=list(VAE_WIDTHS),
         norm_num_groups=norm_groups(VAE_WIDTHS),
         layers_per_block=1,
         sample_size=64,
     )
-    return config
 
 
 def text_config() -> dict:
-    config = shipped_config("sd15_text_encoder.json")
-    config.update(
+    return shipped_config(
+        "sd15_text_encoder.json",
         hidden_size=TEXT_WIDTH,
         projection_dim=TEXT_WIDTH,
         intermediate_size=4 * TEXT_WIDTH,
         num_hidden_layers=TEXT_LAYERS,
         num_attention_heads=max(1, TEXT_WIDTH // 64),
     )
-    return config
 
 
 def motion_config() -> dict:
-    config = shipped_config("motion_adapter.json")
-    config.update(
+    return shipped_config(
+        "motion_adapter.json",
         block_out_channels=list(UNET_WIDTHS),
         motion_norm_num_groups=norm_groups(UNET_WIDTHS),
         motion_layers_per_block=1,
         use_motion_mid_block=False,  # v3's layout
         motion_max_seq_length=MOTION_POSITIONS,
     )
-    return config
 
 
 @dataclass

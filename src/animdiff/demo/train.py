@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -138,16 +138,25 @@ class EncodedPool:
 
 
 @torch.no_grad()
-def encode_pool(vae: torch.nn.Module, settings: TrainSettings, rng: np.random.Generator) -> EncodedPool:
+def clip_latents(vae: torch.nn.Module, specs: Sequence[data.ClipSpec]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clips' scaled latent posterior (mean, std), each (clips, 4, frames, h, w) as the motion
+    UNet takes them."""
+    clips = torch.from_numpy(np.concatenate([data.render(spec) for spec in specs]))
+    posterior = vae.encode(clips).latent_dist
+    shape = (len(specs), data.FRAMES, *posterior.mean.shape[1:])
     scale = vae.config.scaling_factor
+    mean, std = ((x * scale).reshape(shape).permute(0, 2, 1, 3, 4) for x in (posterior.mean, posterior.std))
+    return mean, std
+
+
+@torch.no_grad()
+def encode_pool(vae: torch.nn.Module, settings: TrainSettings, rng: np.random.Generator) -> EncodedPool:
     means, stds, captions = [], [], []
     for _ in tqdm(range(settings.pairs), desc="clips", unit="pair"):
         pair = data.random_pair(rng)
-        clips = torch.from_numpy(np.concatenate([data.render(spec) for spec in pair]))
-        posterior = vae.encode(clips).latent_dist
-        shape = (2, data.FRAMES, *posterior.mean.shape[1:])
-        means.append((posterior.mean * scale).reshape(shape).permute(0, 2, 1, 3, 4))
-        stds.append((posterior.std * scale).reshape(shape).permute(0, 2, 1, 3, 4))
+        mean, std = clip_latents(vae, pair)
+        means.append(mean)
+        stds.append(std)
         captions.extend(spec.caption for spec in pair)
     return EncodedPool(torch.cat(means), torch.cat(stds), captions)
 

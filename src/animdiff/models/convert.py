@@ -42,9 +42,9 @@ def _shipped(name: str) -> dict[str, Any]:
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
 
 
-def shipped_config(name: str) -> dict[str, Any]:
-    """A fresh copy of one of the JSON architecture files."""
-    return json.loads(json.dumps(_shipped(name)))
+def shipped_config(name: str, **changes: Any) -> dict[str, Any]:
+    """A fresh copy of one of the JSON architecture files, with `changes` (a smaller model's widths)."""
+    return {**json.loads(json.dumps(_shipped(name))), **changes}
 
 
 def norm_groups(widths: Iterable[int]) -> int:

@@ -66,15 +66,16 @@ class PromptEncoder:
         return final_norm(out.hidden_states[-self.clip_skip])
 
 
-def prompt_chunks(prompt: str, tok: PromptTokenizer) -> list[Chunk]:
-    """The prompt's 77-token chunks as A1111 cuts them (no model needed: training uses this too)."""
+def prompt_chunks(prompt: str, tok: PromptTokenizer, pad_id: int | None = None) -> list[Chunk]:
+    """The prompt's 77-token chunks as A1111 cuts them (no model needed: training uses this too).
+    `pad_id`: the tokenizer's unless given (SDXL's second encoder pads with its own)."""
     return build_chunks(
         parse_attention(prompt),
         tok,
         comma_id=tok.comma_id,
         bos_id=tok.bos_id,
         eos_id=tok.eos_id,
-        pad_id=tok.pad_id,
+        pad_id=tok.pad_id if pad_id is None else pad_id,
     )
 
 

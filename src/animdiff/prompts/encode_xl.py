@@ -25,9 +25,8 @@ from typing import Any
 import torch
 
 from animdiff.models.tokenizer import PromptTokenizer
-from animdiff.prompts.chunks import Chunk, build_chunks, empty_chunk, pad_chunk_count
-from animdiff.prompts.encode import _apply_emphasis
-from animdiff.prompts.syntax import parse_attention
+from animdiff.prompts.chunks import Chunk, empty_chunk, pad_chunk_count
+from animdiff.prompts.encode import _apply_emphasis, prompt_chunks
 
 # OpenCLIP's tokenizer pads with token 0 ("!"); CLIP-L's with its end token.
 OPEN_CLIP_PAD_ID = 0
@@ -66,15 +65,7 @@ class SDXLPromptEncoder:
         return cls(parts.text_encoder, parts.text_encoder_2, shared_tokenizer(), features)
 
     def chunks(self, prompt: str, pad_id: int) -> list[Chunk]:
-        tok = self.tokenizer
-        return build_chunks(
-            parse_attention(prompt),
-            tok,
-            comma_id=tok.comma_id,
-            bos_id=tok.bos_id,
-            eos_id=tok.eos_id,
-            pad_id=pad_id,
-        )
+        return prompt_chunks(prompt, self.tokenizer, pad_id)
 
     @torch.no_grad()
     def encode_embeds(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

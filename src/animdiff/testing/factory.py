@@ -50,37 +50,34 @@ def _round_to_half(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def tiny_unet_config() -> dict:
-    config = shipped_config("sd15_unet.json")
-    config.update(
+    return shipped_config(
+        "sd15_unet.json",
         block_out_channels=list(TINY_CHANNELS),
         norm_num_groups=TINY_NORM_GROUPS,
         cross_attention_dim=TINY_TEXT_WIDTH,
         sample_size=8,
     )
-    return config
 
 
 def tiny_vae_config() -> dict:
-    config = shipped_config("sd15_vae.json")
-    config.update(
+    return shipped_config(
+        "sd15_vae.json",
         block_out_channels=list(TINY_CHANNELS),
         norm_num_groups=TINY_NORM_GROUPS,
         layers_per_block=1,
         sample_size=64,
     )
-    return config
 
 
 def tiny_text_config() -> dict:
-    config = shipped_config("sd15_text_encoder.json")
-    config.update(
+    return shipped_config(
+        "sd15_text_encoder.json",
         hidden_size=TINY_TEXT_WIDTH,
         projection_dim=TINY_TEXT_WIDTH,
         intermediate_size=64,
         num_hidden_layers=3,
         num_attention_heads=1,
     )
-    return config
 
 
 def _trained_looking_layer_norms(text_encoder: CLIPTextModel) -> CLIPTextModel:

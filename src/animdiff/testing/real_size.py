@@ -153,9 +153,7 @@ def write_real_size_dir(
     del state
     say(f"wrote {paths['sd15']} ({time.perf_counter() - start:.0f} s)")
 
-    state = motion_module_state("v2", real_size_motion_adapter())
-    write_motion_module(_partial(paths["mm-v2"]), state).replace(paths["mm-v2"])
-    del state
+    _write_motion(paths["mm-v2"], "v2", real_size_motion_adapter)
     say(f"wrote {paths['mm-v2']} ({time.perf_counter() - start:.0f} s)")
 
     _write_manifest(
@@ -333,6 +331,12 @@ def real_size_sdxl_states(device: str | torch.device = "meta") -> dict[str, dict
     return {"sdxl": checkpoint, "mm-sdxl": motion}
 
 
+def _write_motion(path: Path, version: str, build: Callable[[], Any]) -> None:
+    """A motion module built by `build`, written under a partial name and renamed when complete."""
+    state = motion_module_state(version, build())
+    write_motion_module(_partial(path), state).replace(path)
+
+
 def _write_real_size_sdxl_dir(root: Path, *, reuse: bool, say: Callable[[str], None]) -> dict[str, Path]:
     paths = {key: root / name for key, name in REAL_SDXL_FILES.items()}
     if reuse and _manifest_ok(root, SDXL_MANIFEST, REAL_SDXL_FILES):
@@ -342,9 +346,7 @@ def _write_real_size_sdxl_dir(root: Path, *, reuse: bool, say: Callable[[str], N
     start = time.perf_counter()
     write_sdxl_checkpoint_streamed(_partial(paths["sdxl"]), real_sdxl_configs()).replace(paths["sdxl"])
     say(f"wrote {paths['sdxl']} ({time.perf_counter() - start:.0f} s)")
-    state = motion_module_state("sdxl-beta", real_size_sdxl_motion_adapter())
-    write_motion_module(_partial(paths["mm-sdxl"]), state).replace(paths["mm-sdxl"])
-    del state
+    _write_motion(paths["mm-sdxl"], "sdxl-beta", real_size_sdxl_motion_adapter)
     say(f"wrote {paths['mm-sdxl']} ({time.perf_counter() - start:.0f} s)")
     _write_manifest(
         root / SDXL_MANIFEST,

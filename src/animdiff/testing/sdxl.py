@@ -315,7 +315,7 @@ def open_clip_tokenizer() -> Any:
 
 
 def diffusers_sdxl_pipeline_sharing(
-    models: Any, scheduler_config: dict[str, Any], sampler: str = "DDIM"
+    models: Any, scheduler_config: dict[str, Any], sampler: str = "DDIM", unet: Any = None
 ) -> Any:
     """diffusers' AnimateDiffSDXLPipeline over the tensors `Animator.load` returned (no second copy).
 
@@ -323,7 +323,8 @@ def diffusers_sdxl_pipeline_sharing(
     tensors, every one of them included: handed the 2-D UNet instead, the pipeline would convert it
     with diffusers 0.42's `from_unet2d`, which leaves the size/pooled-text embedding (`add_embedding`)
     freshly initialised (see tests/test_parity_sdxl.py). `scheduler_config`: the motion module's betas
-    (AnimateDiff-XL's differ from SDXL's).
+    (AnimateDiff-XL's differ from SDXL's). `unet`: another UNet to hand the pipeline (the parity
+    test gives the 2-D UNet, for diffusers' own conversion).
     """
     from diffusers import AnimateDiffSDXLPipeline
 
@@ -332,7 +333,8 @@ def diffusers_sdxl_pipeline_sharing(
     from animdiff.sampling.samplers import make_scheduler
 
     parts = models.parts
-    unet = build_motion_unet(parts.unet, models.motion.adapter, path=models.motion.path)
+    if unet is None:
+        unet = build_motion_unet(parts.unet, models.motion.adapter, path=models.motion.path)
     pipe = AnimateDiffSDXLPipeline(
         vae=parts.vae,
         text_encoder=parts.text_encoder,
