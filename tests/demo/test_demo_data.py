@@ -111,9 +111,12 @@ def test_the_evaluator_passes_its_options_and_writes_either_report(monkeypatch, 
     monkeypatch.setattr(evaluate, "make_animator", lambda weights: None)
     monkeypatch.setattr(evaluate, "measure", fake_measure)
     evaluate.main(
-        ["--seeds", "2", "--overlap", "8", "--long-prompts", "1", "--json", str(tmp_path / "a.json")]
+        [
+            *("--seeds", "2", "--overlap", "8", "--long-prompts", "1", "--closed-loop", "N"),
+            *("--json", str(tmp_path / "a.json")),
+        ]
     )
-    assert seen == {"seeds": (0, 1), "long_prompts": 1, "long_overlap": 8}
+    assert seen == {"seeds": (0, 1), "long_prompts": 1, "long_overlap": 8, "long_closed_loop": "N"}
     assert '"direction_accuracy": 0.25' in (tmp_path / "a.json").read_text()
 
     monkeypatch.setattr(evaluate, "word_dependence", lambda weights: {"direction": {800: 1.0}})

@@ -92,11 +92,17 @@ def test_the_evaluator_reports_on_a_small_grid(animator) -> None:
     assert video["frames"] == 24 and video["colour_kept"] == 1.0 and video["visible"] == 1.0
 
 
-def test_word_dependence_shows_the_colour_word_is_read() -> None:
+def test_word_dependence_shows_the_colour_word_is_read_and_the_path_seen_at_every_noise_level() -> None:
     from animdiff.demo.evaluate import word_dependence
+    from animdiff.demo.train import alphas_cumprod
 
-    ratios = word_dependence(pairs=4, timesteps=(800,))
-    assert set(ratios) == {"direction", "colour"} and set(ratios["colour"]) == {800}
+    ratios = word_dependence(pairs=4, timesteps=(800, 999))
+    assert set(ratios) == {"direction", "colour", "path_snr"} and set(ratios["colour"]) == {800, 999}
     # Measured over 12 pairs: 4.7 times the loss with a wrong colour word at t=800 (the README).
     assert ratios["colour"][800] > 1.5
     # The direction word's ratio (1.00 measured: not read) is the README's open target, not asserted.
+    # The same clips at both timesteps: the path's visibility scales as sqrt(alpha_bar / (1 - alpha_bar)).
+    a = alphas_cumprod().double()
+    scale = ((a[800] / (1 - a[800])) / (a[999] / (1 - a[999]))).sqrt().item()
+    assert ratios["path_snr"][800] / ratios["path_snr"][999] == pytest.approx(scale, rel=1e-5)
+    assert ratios["path_snr"][999] > 3  # even at the last timestep (the README's diagnosis)

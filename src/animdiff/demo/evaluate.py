@@ -158,6 +158,7 @@ def measure(
     long_frames: int = 64,
     long_prompts: int = 4,
     long_overlap: int = -1,
+    long_closed_loop: str = "R-P",
 ) -> Report:
     started = time.monotonic()
     rows = []
@@ -179,9 +180,10 @@ def measure(
         for d in directions
     }
     long_videos = []
+    long = {"frames": long_frames, "context": 16, "overlap": long_overlap, "closed_loop": long_closed_loop}
     for colour, direction in list(zip(colours, directions, strict=False))[:long_prompts]:
         prompt = data.caption(colour, shape, direction)
-        reading = analyse(render(animator, prompt, 0, frames=long_frames, context=16, overlap=long_overlap))
+        reading = analyse(render(animator, prompt, 0, **long))
         seen = [c for c in reading.colours if c is not None]
         long_videos.append(
             {
@@ -221,7 +223,13 @@ def word_dependence(
 ) -> dict[str, dict[int, float]]:
     """Mean ratio of the denoising loss with a wrong word to the loss with the right caption, per
     word ("direction": the pair's opposite direction, "colour": another colour) and timestep, over
-    `pairs` training pairs (moving both ways), each noised once per timestep with one noise."""
+    `pairs` training pairs (moving both ways), each noised once per timestep with one noise.
+
+    Also "path_snr": how far the clip's own shape and path stand out of the noise at each
+    timestep, for a filter that knows them (sqrt(alpha_bar) |x0 - its mean| / sqrt(1 - alpha_bar),
+    in standard deviations of the noise). Where it is large the network can read the path from
+    its input and never needs the words; sampling, which starts from noise with no path in it,
+    then follows whatever the noise suggests."""
     import torch
     from diffusers import UNetMotionModel
 
@@ -243,7 +251,7 @@ def word_dependence(
             data.FRAMES, 0
         )
 
-    ratios: dict[str, dict[int, list[float]]] = {"direction": {}, "colour": {}}
+    ratios: dict[str, dict[int, list[float]]] = {"direction": {}, "colour": {}, "path_snr": {}}
     with torch.no_grad():
         for _ in range(pairs):
             pair = data.random_pair(rng, static_share=0.0)
@@ -264,6 +272,9 @@ def word_dependence(
                 for word, context in wrong.items():
                     loss = (network(noisy, steps, context) - noise).pow(2).mean().item()
                     ratios[word].setdefault(t, []).append(loss / base)
+                shapes = latents - latents.mean(dim=(2, 3, 4), keepdim=True)
+                for norm in shapes.flatten(1).norm(dim=1).tolist():
+                    ratios["path_snr"].setdefault(t, []).append(float((a / (1 - a)).sqrt()) * norm)
     return {word: {t: float(np.mean(v)) for t, v in by_t.items()} for word, by_t in ratios.items()}
 
 
@@ -291,6 +302,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--overlap", type=int, default=-1, help="context overlap for the 64-frame videos (-1: context // 4)"
     )
+    parser.add_argument(
+        "--closed-loop",
+        choices=("N", "R-P", "R+P", "A"),
+        default="R-P",
+        help="closed loop for the 64-frame videos (default R-P, as animdiff generate)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(
         "--word-dependence",
@@ -309,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             seeds=tuple(range(args.seeds)),
             long_prompts=args.long_prompts,
             long_overlap=args.overlap,
+            long_closed_loop=args.closed_loop,
         )
         result = asdict(report)
     text = json.dumps(result, indent=2)
