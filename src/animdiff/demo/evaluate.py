@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from animdiff.choices import CLOSED_LOOP_MODES
 from animdiff.demo import data
 
 #: A pixel belongs to the shape when a channel differs from the background by more than this.
@@ -158,7 +159,7 @@ def measure(
     long_frames: int = 64,
     long_prompts: int = 4,
     long_overlap: int = -1,
-    long_closed_loop: str = "R-P",
+    long_closed_loop: str | None = None,  # None: animdiff generate's default
 ) -> Report:
     started = time.monotonic()
     rows = []
@@ -180,7 +181,9 @@ def measure(
         for d in directions
     }
     long_videos = []
-    long = {"frames": long_frames, "context": 16, "overlap": long_overlap, "closed_loop": long_closed_loop}
+    long = {"frames": long_frames, "context": 16, "overlap": long_overlap}
+    if long_closed_loop is not None:
+        long["closed_loop"] = long_closed_loop
     for colour, direction in list(zip(colours, directions, strict=False))[:long_prompts]:
         prompt = data.caption(colour, shape, direction)
         reading = analyse(render(animator, prompt, 0, **long))
@@ -256,6 +259,7 @@ def word_dependence(
         for _ in range(pairs):
             pair = data.random_pair(rng, static_share=0.0)
             latents, _ = clip_latents(model.vae, pair)
+            path_norms = (latents - latents.mean(dim=(2, 3, 4), keepdim=True)).flatten(1).norm(dim=1).tolist()
             right = encode([spec.caption for spec in pair])
             wrong = {
                 "direction": encode([pair[1].caption, pair[0].caption]),
@@ -272,8 +276,7 @@ def word_dependence(
                 for word, context in wrong.items():
                     loss = (network(noisy, steps, context) - noise).pow(2).mean().item()
                     ratios[word].setdefault(t, []).append(loss / base)
-                shapes = latents - latents.mean(dim=(2, 3, 4), keepdim=True)
-                for norm in shapes.flatten(1).norm(dim=1).tolist():
+                for norm in path_norms:
                     ratios["path_snr"].setdefault(t, []).append(float((a / (1 - a)).sqrt()) * norm)
     return {word: {t: float(np.mean(v)) for t, v in by_t.items()} for word, by_t in ratios.items()}
 
@@ -304,9 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--closed-loop",
-        choices=("N", "R-P", "R+P", "A"),
-        default="R-P",
-        help="closed loop for the 64-frame videos (default R-P, as animdiff generate)",
+        choices=CLOSED_LOOP_MODES,
+        default=None,
+        help="closed loop for the 64-frame videos (default: animdiff generate's, R-P)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(
