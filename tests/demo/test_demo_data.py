@@ -62,6 +62,30 @@ def test_moving_shapes_enter_from_the_edge_they_leave_behind() -> None:
             assert edge <= near + 1e-9
 
 
+def test_no_long_video_has_every_context_window_look_like_a_training_clip() -> None:
+    """Why "no seam jumps" is open for a reason the data sets, not only the network: at the demo's
+    context 16 and the default overlap 4, windows start 12 frames apart, and by frame 12 a training
+    clip's shape is further from its entry edge than any clip starts. A video whose every window
+    looked like a training clip would need the shape in both places in that frame."""
+    from animdiff.choices import resolve_overlap
+    from animdiff.demo.defaults import demo_settings
+
+    context = demo_settings()["context"]
+    next_window = context - resolve_overlap(context, -1)  # where the next window starts
+    rng = np.random.default_rng(11)
+    latest_entry, earliest_there = 0.0, float(data.SIZE)
+    for _ in range(500):
+        for spec in data.random_pair(rng, static_share=0.0):
+
+            def from_entry(frame: int, spec=spec) -> float:
+                x, y = spec.centre(frame)
+                return {"right": x, "left": data.SIZE - x, "down": y, "up": data.SIZE - y}[spec.direction]
+
+            latest_entry = max(latest_entry, from_entry(0))
+            earliest_there = min(earliest_there, from_entry(next_window))
+    assert earliest_there > latest_entry + 10
+
+
 def test_captions() -> None:
     assert data.caption("red", "ball", "right") == "a red ball moving right"
     assert data.caption("blue", "square", data.STATIC) == "a static blue square"

@@ -97,7 +97,8 @@ def test_word_dependence_shows_the_colour_word_is_read_and_the_path_seen_at_ever
     from animdiff.demo.train import alphas_cumprod
 
     ratios = word_dependence(pairs=4, timesteps=(800, 999))
-    assert set(ratios) == {"direction", "colour", "path_snr"} and set(ratios["colour"]) == {800, 999}
+    assert set(ratios) == {"direction", "colour", "path_snr", "frame_order"}
+    assert set(ratios["colour"]) == {800, 999}
     # Measured over 12 pairs: 4.7 times the loss with a wrong colour word at t=800 (the README).
     assert ratios["colour"][800] > 1.5
     # The direction word's ratio (1.00 measured: not read) is the README's open target, not asserted.
@@ -106,3 +107,31 @@ def test_word_dependence_shows_the_colour_word_is_read_and_the_path_seen_at_ever
     scale = ((a[800] / (1 - a[800])) / (a[999] / (1 - a[999]))).sqrt().item()
     assert ratios["path_snr"][800] / ratios["path_snr"][999] == pytest.approx(scale, rel=1e-5)
     assert ratios["path_snr"][999] > 3  # even at the last timestep (the README's diagnosis)
+
+
+def test_frame_order_spread_is_zero_without_positional_encodings_and_small_with_them() -> None:
+    """The measure behind the README's "the network hardly knows which frame comes first": with the
+    motion modules' positional encodings zeroed nothing tells identical frames apart (a measure
+    that cannot reach 0 there would be measuring something else); the shipped weights use them
+    only a little (0.5 to 1.9 % over 12 pairs, `--word-dependence`)."""
+    import torch
+
+    from animdiff.demo.evaluate import demo_network, frame_order_spread
+    from animdiff.demo.model import weights_dir
+    from animdiff.demo.train import CaptionTokens, load_demo
+
+    model = load_demo(weights_dir())
+    network = demo_network(model)
+    context = model.text_encoder(input_ids=CaptionTokens()(["a red ball moving right"])).last_hidden_state
+    context = context.repeat_interleave(data.FRAMES, 0)
+    noisy = torch.randn((1, 4, data.FRAMES, 8, 8), generator=torch.Generator().manual_seed(0))
+    steps = torch.tensor([900])
+    with torch.no_grad():
+        shipped = frame_order_spread(network, noisy, steps, context)
+        encodings = [b for name, b in network.named_buffers() if name.endswith("pos_embed.pe")]
+        assert len(encodings) == 12  # one per motion module (v3 layout: 4 down, 8 up)
+        for buffer in encodings:
+            buffer.zero_()
+        blind = frame_order_spread(network, noisy, steps, context)
+    assert blind < 1e-5
+    assert 1e-3 < shipped < 0.1

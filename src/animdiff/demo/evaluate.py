@@ -232,18 +232,18 @@ def word_dependence(
     timestep, for a filter that knows them (sqrt(alpha_bar) |x0 - its mean| / sqrt(1 - alpha_bar),
     in standard deviations of the noise). Where it is large the network can read the path from
     its input and never needs the words; sampling, which starts from noise with no path in it,
-    then follows whatever the noise suggests."""
+    then follows whatever the noise suggests.
+
+    And "frame_order": `frame_order_spread` on the noisy clip's first frame repeated, so that only
+    the positional encoding tells the frames apart. Near 0, the network hardly knows which frame
+    comes first, and without that it cannot turn "right" into a path that goes right."""
     import torch
-    from diffusers import UNetMotionModel
 
     from animdiff.demo.model import weights_dir
     from animdiff.demo.train import CaptionTokens, alphas_cumprod, clip_latents, load_demo
-    from animdiff.models.detect import Kind
-    from animdiff.models.motion_unet import MotionUNet
 
     model = load_demo(weights or weights_dir())
-    unet = UNetMotionModel.from_unet2d(model.unet, model.motion)
-    network = MotionUNet(unet, Kind.MM_V3, groupnorm="reference").eval()  # as trained and sampled
+    network = demo_network(model)
     tokens = CaptionTokens()
     schedule = alphas_cumprod()
     rng = np.random.default_rng(seed)
@@ -254,7 +254,8 @@ def word_dependence(
             data.FRAMES, 0
         )
 
-    ratios: dict[str, dict[int, list[float]]] = {"direction": {}, "colour": {}, "path_snr": {}}
+    names = ("direction", "colour", "path_snr", "frame_order")
+    ratios: dict[str, dict[int, list[float]]] = {name: {} for name in names}
     with torch.no_grad():
         for _ in range(pairs):
             pair = data.random_pair(rng, static_share=0.0)
@@ -273,12 +274,35 @@ def word_dependence(
                 noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
                 steps = torch.full((2,), t)
                 base = (network(noisy, steps, right) - noise).pow(2).mean().item()
+                ratios["frame_order"].setdefault(t, []).append(
+                    frame_order_spread(network, noisy, steps, right)
+                )
                 for word, context in wrong.items():
                     loss = (network(noisy, steps, context) - noise).pow(2).mean().item()
                     ratios[word].setdefault(t, []).append(loss / base)
                 for norm in path_norms:
                     ratios["path_snr"].setdefault(t, []).append(float((a / (1 - a)).sqrt()) * norm)
     return {word: {t: float(np.mean(v)) for t, v in by_t.items()} for word, by_t in ratios.items()}
+
+
+def demo_network(model):
+    """The demo model's motion UNet as training and sampling run it (the reference's GroupNorm)."""
+    from diffusers import UNetMotionModel
+
+    from animdiff.models.detect import Kind
+    from animdiff.models.motion_unet import MotionUNet
+
+    unet = UNetMotionModel.from_unet2d(model.unet, model.motion)
+    return MotionUNet(unet, Kind.MM_V3, groupnorm="reference").eval()
+
+
+def frame_order_spread(network, noisy, steps, context) -> float:
+    """How much the noise prediction differs between frames when every input frame is the first
+    one, against its size: nothing but the motion modules' positional encoding tells the frames
+    apart then, so 0 means the network is blind to their order."""
+    same = noisy[:, :, :1].expand_as(noisy).contiguous()
+    out = network(same, steps, context)
+    return float((out - out.mean(dim=2, keepdim=True)).norm() / out.norm())
 
 
 def _at_least_one(text: str) -> int:
