@@ -339,7 +339,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--word-dependence",
         action="store_true",
-        help="instead: how much the denoising loss grows when the direction or colour word is wrong",
+        help=(
+            "instead: how much the denoising loss grows when the direction or colour word is wrong, how far"
+            " the path stands out of the noise, and how well the network tells the frames' order"
+        ),
     )
     args = parser.parse_args(argv)
     import torch
