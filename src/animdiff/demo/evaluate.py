@@ -26,11 +26,17 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from animdiff.choices import CLOSED_LOOP_MODES
 from animdiff.demo import data
+
+if TYPE_CHECKING:  # torch and the models load only when a measurement runs
+    import torch
+
+    from animdiff.demo.model import DemoModel
 
 #: A pixel belongs to the shape when a channel differs from the background by more than this.
 SHAPE_THRESHOLD = 48
@@ -285,7 +291,7 @@ def word_dependence(
     return {word: {t: float(np.mean(v)) for t, v in by_t.items()} for word, by_t in ratios.items()}
 
 
-def demo_network(model):
+def demo_network(model: DemoModel) -> torch.nn.Module:
     """The demo model's motion UNet as training and sampling run it (the reference's GroupNorm)."""
     from diffusers import UNetMotionModel
 
@@ -296,7 +302,9 @@ def demo_network(model):
     return MotionUNet(unet, Kind.MM_V3, groupnorm="reference").eval()
 
 
-def frame_order_spread(network, noisy, steps, context) -> float:
+def frame_order_spread(
+    network: torch.nn.Module, noisy: torch.Tensor, steps: torch.Tensor, context: torch.Tensor
+) -> float:
     """How much the noise prediction differs between frames when every input frame is the first
     one, against its size: nothing but the motion modules' positional encoding tells the frames
     apart then, so 0 means the network is blind to their order."""
