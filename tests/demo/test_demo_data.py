@@ -52,14 +52,17 @@ def test_shapes_stay_inside_the_frame(seed: int) -> None:
             assert spec.radius <= y <= data.SIZE - spec.radius
 
 
+def _from_entry_edge(spec: data.ClipSpec, frame: int) -> float:
+    """How far a moving shape's centre is from the edge it entered by, pixels."""
+    x, y = spec.centre(frame)
+    return {"right": x, "left": data.SIZE - x, "down": y, "up": data.SIZE - y}[spec.direction]
+
+
 def test_moving_shapes_enter_from_the_edge_they_leave_behind() -> None:
     rng = np.random.default_rng(5)
     for _ in range(50):
         for spec in data.random_pair(rng, static_share=0.0):
-            x, y = spec.start
-            near = spec.radius + 1 + data.START_JITTER
-            edge = {"right": x, "left": data.SIZE - x, "down": y, "up": data.SIZE - y}[spec.direction]
-            assert edge <= near + 1e-9
+            assert _from_entry_edge(spec, 0) <= spec.radius + 1 + data.START_JITTER + 1e-9
 
 
 def test_no_long_video_has_every_context_window_look_like_a_training_clip() -> None:
@@ -76,13 +79,8 @@ def test_no_long_video_has_every_context_window_look_like_a_training_clip() -> N
     latest_entry, earliest_there = 0.0, float(data.SIZE)
     for _ in range(500):
         for spec in data.random_pair(rng, static_share=0.0):
-
-            def from_entry(frame: int, spec=spec) -> float:
-                x, y = spec.centre(frame)
-                return {"right": x, "left": data.SIZE - x, "down": y, "up": data.SIZE - y}[spec.direction]
-
-            latest_entry = max(latest_entry, from_entry(0))
-            earliest_there = min(earliest_there, from_entry(next_window))
+            latest_entry = max(latest_entry, _from_entry_edge(spec, 0))
+            earliest_there = min(earliest_there, _from_entry_edge(spec, next_window))
     assert earliest_there > latest_entry + 10
 
 

@@ -118,12 +118,11 @@ def test_frame_order_spread_is_zero_without_positional_encodings_and_small_with_
 
     from animdiff.demo.evaluate import demo_network, frame_order_spread
     from animdiff.demo.model import weights_dir
-    from animdiff.demo.train import CaptionTokens, load_demo
+    from animdiff.demo.train import CaptionTokens, frame_context, load_demo
 
     model = load_demo(weights_dir())
     network = demo_network(model)
-    context = model.text_encoder(input_ids=CaptionTokens()(["a red ball moving right"])).last_hidden_state
-    context = context.repeat_interleave(data.FRAMES, 0)
+    context = frame_context(model.text_encoder, CaptionTokens(), ["a red ball moving right"])
     noisy = torch.randn((1, 4, data.FRAMES, 8, 8), generator=torch.Generator().manual_seed(0))
     steps = torch.tensor([900])
     with torch.no_grad():

@@ -246,7 +246,7 @@ def word_dependence(
     import torch
 
     from animdiff.demo.model import weights_dir
-    from animdiff.demo.train import CaptionTokens, alphas_cumprod, clip_latents, load_demo
+    from animdiff.demo.train import CaptionTokens, alphas_cumprod, clip_latents, frame_context, load_demo
 
     model = load_demo(weights or weights_dir())
     network = demo_network(model)
@@ -256,12 +256,10 @@ def word_dependence(
     generator = torch.Generator().manual_seed(seed)
 
     def encode(captions: list[str]) -> torch.Tensor:
-        return model.text_encoder(input_ids=tokens(captions)).last_hidden_state.repeat_interleave(
-            data.FRAMES, 0
-        )
+        return frame_context(model.text_encoder, tokens, captions)
 
     names = ("direction", "colour", "path_snr", "frame_order")
-    ratios: dict[str, dict[int, list[float]]] = {name: {} for name in names}
+    measures: dict[str, dict[int, list[float]]] = {name: {} for name in names}
     with torch.no_grad():
         for _ in range(pairs):
             pair = data.random_pair(rng, static_share=0.0)
@@ -280,15 +278,15 @@ def word_dependence(
                 noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
                 steps = torch.full((2,), t)
                 base = (network(noisy, steps, right) - noise).pow(2).mean().item()
-                ratios["frame_order"].setdefault(t, []).append(
+                measures["frame_order"].setdefault(t, []).append(
                     frame_order_spread(network, noisy, steps, right)
                 )
                 for word, context in wrong.items():
                     loss = (network(noisy, steps, context) - noise).pow(2).mean().item()
-                    ratios[word].setdefault(t, []).append(loss / base)
+                    measures[word].setdefault(t, []).append(loss / base)
                 for norm in path_norms:
-                    ratios["path_snr"].setdefault(t, []).append(float((a / (1 - a)).sqrt()) * norm)
-    return {word: {t: float(np.mean(v)) for t, v in by_t.items()} for word, by_t in ratios.items()}
+                    measures["path_snr"].setdefault(t, []).append(float((a / (1 - a)).sqrt()) * norm)
+    return {word: {t: float(np.mean(v)) for t, v in by_t.items()} for word, by_t in measures.items()}
 
 
 def demo_network(model: DemoModel) -> torch.nn.Module:

@@ -179,6 +179,12 @@ class CaptionTokens:
         return torch.tensor(rows)
 
 
+def frame_context(text_encoder: torch.nn.Module, tokens: CaptionTokens, captions: list[str]) -> torch.Tensor:
+    """Each caption's encoding once per frame of its clip, as the motion UNet's cross-attention
+    takes it (clips x frames, tokens, width)."""
+    return text_encoder(input_ids=tokens(captions)).last_hidden_state.repeat_interleave(data.FRAMES, dim=0)
+
+
 def train_denoiser(
     model: DemoModel,
     pool: EncodedPool,
@@ -224,8 +230,7 @@ def train_denoiser(
         a = schedule[t].view(-1, 1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         with torch.set_grad_enabled(settings.train_text_encoder):
-            context = text_encoder(input_ids=tokens(captions)).last_hidden_state
-        context = context.repeat_interleave(data.FRAMES, dim=0)
+            context = frame_context(text_encoder, tokens, captions)
         prediction = network(noisy, t, context)
         errors = (prediction - noise).pow(2).mean(dim=(1, 2, 3, 4))
         loss = (weights[t] * errors).mean()
