@@ -52,6 +52,21 @@ def test_shapes_stay_inside_the_frame(seed: int) -> None:
             assert spec.radius <= y <= data.SIZE - spec.radius
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.0, 8.0))
+def test_a_cross_spread_keeps_moving_shapes_near_the_middle_line(seed: int, spread: float) -> None:
+    first, second = data.random_pair(np.random.default_rng(seed), static_share=0.0, cross_spread=spread)
+    for spec in (first, second):
+        x, y = spec.centre(0)
+        cross = y if spec.direction in ("right", "left") else x
+        assert abs(cross - data.SIZE / 2) <= spread
+        assert spec.centre(data.FRAMES - 1)[1 if spec.direction in ("right", "left") else 0] == cross
+    # Without a spread the pair is drawn as before (the same random numbers, the same clips).
+    assert data.random_pair(np.random.default_rng(seed)) == data.random_pair(
+        np.random.default_rng(seed), cross_spread=None
+    )
+
+
 def _from_entry_edge(spec: data.ClipSpec, frame: int) -> float:
     """How far a moving shape's centre is from the edge it entered by, pixels."""
     x, y = spec.centre(frame)

@@ -93,3 +93,38 @@ def test_the_text_encoder_trains_only_when_asked(tmp_path: Path) -> None:
             torch.equal(loaded[k], v.half().float()) for k, v in initial.items() if v.is_floating_point()
         )
         assert same is not trained
+
+
+def test_training_noises_on_the_schedule_sampling_uses() -> None:
+    """The shipped motion module's kind picks the scheduler's betas when sampling; training must
+    noise on the same ones. (Until round 2's seventh session it noised on the sqrt-linear schedule,
+    which at t = 500 leaves 0.28 of the signal's power where sampling leaves 0.16.)"""
+    from animdiff.demo.train import alphas_cumprod
+    from animdiff.family import motion_family
+    from animdiff.sampling.samplers import make_scheduler
+
+    kind = detect_file(demo.weights_dir() / "AnimateDiff" / demo.MOTION_NAME).kind
+    scheduler = make_scheduler("DDIM", motion_family(kind).betas.scheduler_config())
+    assert torch.equal(alphas_cumprod(), scheduler.alphas_cumprod)
+    # AnimateDiff's: betas linear from 0.00085 to 0.012, not linear in their square roots.
+    betas = torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64)
+    assert torch.allclose(alphas_cumprod().double(), torch.cumprod(1 - betas, 0), rtol=1e-4)
+    assert alphas_cumprod()[500].item() == pytest.approx(0.1608, abs=1e-4)
+
+
+def test_a_blind_input_is_the_noise_alone_and_its_target_leaves_the_real_clip() -> None:
+    """float64, one call: the clean clip implied by (input, target) is the real one exactly, blind
+    or not, and only the blind rows' input lacks the clip."""
+    from animdiff.demo.train import alphas_cumprod, noised
+
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn((4, 4, 16, 8, 8), generator=generator, dtype=torch.float64)
+    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float64)
+    a = alphas_cumprod().double()[torch.tensor([10, 500, 961, 999])]
+    blind = torch.tensor([False, False, True, True])
+    noisy, target = noised(latents, noise, a, blind)
+    s = a.view(-1, 1, 1, 1, 1)
+    assert torch.allclose((noisy - (1 - s).sqrt() * target) / s.sqrt(), latents, rtol=0, atol=1e-9)
+    assert torch.equal(noisy[2:], noise[2:])
+    assert torch.equal(target[:2], noise[:2])
+    assert torch.allclose(noisy[:2], s[:2].sqrt() * latents[:2] + (1 - s[:2]).sqrt() * noise[:2])

@@ -78,14 +78,22 @@ def _start(direction: str, radius: float, travel: float, jitter: float, cross: f
     return (along, cross) if direction in ("right", "left") else (cross, along)
 
 
-def random_pair(rng: np.random.Generator, static_share: float = 0.15) -> tuple[ClipSpec, ClipSpec]:
-    """Two clips differing only in direction: opposite ways, or one moving and one static."""
+def random_pair(
+    rng: np.random.Generator, static_share: float = 0.15, cross_spread: float | None = None
+) -> tuple[ClipSpec, ClipSpec]:
+    """Two clips differing only in direction: opposite ways, or one moving and one static.
+
+    `cross_spread`: the moving shapes cross within this many pixels of the frame's middle line
+    (None: anywhere they fit)."""
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(SHAPES))
     radius = float(rng.uniform(*RADIUS))
     travel = float(rng.uniform(*TRAVEL))
     jitter = float(rng.uniform(0, START_JITTER))
-    cross = float(rng.uniform(radius + 1, SIZE - radius - 1))
+    if cross_spread is None:
+        cross = float(rng.uniform(radius + 1, SIZE - radius - 1))
+    else:
+        cross = SIZE / 2 + float(rng.uniform(-cross_spread, cross_spread))
     direction = str(rng.choice(list(DIRECTIONS)))
     step = travel / (FRAMES - 1)
     first = ClipSpec(colour, shape, direction, radius, _start(direction, radius, travel, jitter, cross), step)

@@ -11,6 +11,9 @@ gives the same weights):
    so training sees the network exactly as sampling will.
 3. Optional (`--focus-steps N`, off by default): N more steps on the high-noise timesteps only,
    from stage 2's weights as stored; `--resume-from DIR` runs it alone on written weights.
+   `--focus-blind-above T` feeds it pure noise from timestep T up (`noised`), and
+   `--focus-cross-spread PX` keeps its moving shapes near the middle line: together they taught
+   the direction word and lost the colours (the README has the numbers), so both are off.
 
 The text encoder keeps its random initialisation (trained along, it learnt to suppress the
 direction word). What is meant to make the direction word count: the loss weighted up where the
@@ -40,6 +43,8 @@ from animdiff.models.motion_unet import MotionUNet
 from animdiff.models.tokenizer import PromptTokenizer
 from animdiff.prompts.encode import prompt_chunks
 
+TRAIN_TIMESTEPS = 1000
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -61,6 +66,11 @@ class TrainSettings:
     #: Per-sample loss weight (1 - alpha_bar) / alpha_bar (the x0 error's scale), clamped to [1, this].
     high_noise_weight: float = 20.0
     min_timestep: int = 0
+    #: Moving shapes cross within this many pixels of the middle line (None: anywhere).
+    cross_spread: float | None = None
+    #: From this timestep up the input holds no clip (pure noise, as sampling's first step gives) and
+    #: the target is the noise that implies the real clip; 1000: never.
+    blind_above: int = TRAIN_TIMESTEPS
     #: Train the text encoder too (False: it keeps its random initialisation, see train_denoiser).
     train_text_encoder: bool = False
     #: Stage 3: more steps on high-noise timesteps only, from the stage-2 weights as stored.
@@ -69,17 +79,19 @@ class TrainSettings:
     focus_weight: float = 100.0
     focus_lr: float = 3e-4
     focus_pairs: int = 512
+    focus_cross_spread: float | None = None
+    focus_blind_above: int = TRAIN_TIMESTEPS
     ema: float = 0.999
     snapshot_every: int = 0  # also write the EMA weights every N steps (to <out>-step<N>), 0: never
 
 
-BETA_START, BETA_END, TRAIN_TIMESTEPS = 0.00085, 0.012, 1000
-
-
 def alphas_cumprod() -> torch.Tensor:
-    """AnimateDiff's schedule: betas linear in sqrt-space from 0.00085 to 0.012 ("scaled_linear")."""
-    betas = torch.linspace(BETA_START**0.5, BETA_END**0.5, TRAIN_TIMESTEPS, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).float()
+    """The schedule sampling runs the demo model with: its v3 motion module's family's (AnimateDiff's
+    betas linear from 0.00085 to 0.012, diffusers' "linear"), taken from the same object the
+    pipeline builds its scheduler from, so that training and sampling cannot disagree on it."""
+    from animdiff.family import motion_family
+
+    return motion_family(Kind.MM_V3).betas.alphas_cumprod()
 
 
 def _lr(settings: TrainSettings, step: int, total: int, base: float) -> float:
@@ -153,7 +165,7 @@ def clip_latents(vae: torch.nn.Module, specs: Sequence[data.ClipSpec]) -> tuple[
 def encode_pool(vae: torch.nn.Module, settings: TrainSettings, rng: np.random.Generator) -> EncodedPool:
     means, stds, captions = [], [], []
     for _ in tqdm(range(settings.pairs), desc="clips", unit="pair"):
-        pair = data.random_pair(rng)
+        pair = data.random_pair(rng, cross_spread=settings.cross_spread)
         mean, std = clip_latents(vae, pair)
         means.append(mean)
         stds.append(std)
@@ -227,12 +239,11 @@ def train_denoiser(
         span = TRAIN_TIMESTEPS - settings.min_timestep
         t = (settings.min_timestep + u**settings.high_noise_power * span).long().clamp(0, TRAIN_TIMESTEPS - 1)
         t = t.repeat_interleave(2)
-        a = schedule[t].view(-1, 1, 1, 1, 1)
-        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        noisy, target = noised(latents, noise, schedule[t], blind=t >= settings.blind_above)
         with torch.set_grad_enabled(settings.train_text_encoder):
             context = frame_context(text_encoder, tokens, captions)
         prediction = network(noisy, t, context)
-        errors = (prediction - noise).pow(2).mean(dim=(1, 2, 3, 4))
+        errors = (prediction - target).pow(2).mean(dim=(1, 2, 3, 4))
         loss = (weights[t] * errors).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -254,6 +265,26 @@ def train_denoiser(
             _use_weights(model, params, live, trained_state)
     _use_weights(model, params, ema, trained_state)
     return model, float(np.mean(losses[-100:]))
+
+
+def noised(
+    latents: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, blind: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's input and the noise it should predict, per clip.
+
+    Ordinarily the clip noised to `alpha_bar` and its noise. Where `blind`, the input is the noise
+    alone, as at sampling's first step, which starts from pure noise although the schedule's last
+    timestep still holds sqrt(alpha_bar) = 0.04 of the clip: trained on that remnant, the network
+    reads the clip's path out of it, and at sampling reads a path out of the seed's noise instead
+    of drawing the caption's. The target is then the noise that, taken from this input, leaves the
+    real clip, so the caption alone must say where the clip goes.
+    """
+    a = alpha_bar.view(-1, 1, 1, 1, 1)
+    ordinary = a.sqrt() * latents + (1 - a).sqrt() * noise
+    blind = blind.view(-1, 1, 1, 1, 1)
+    noisy = torch.where(blind, noise, ordinary)
+    target = torch.where(blind, (noise - a.sqrt() * latents) / (1 - a).sqrt(), noise)
+    return noisy, target
 
 
 def _loss_weights(schedule: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
@@ -302,6 +333,8 @@ def focus_settings(settings: TrainSettings) -> TrainSettings:
         high_noise_weight=settings.focus_weight,
         high_noise_power=1.0,
         pairs=settings.focus_pairs,
+        cross_spread=settings.focus_cross_spread,
+        blind_above=settings.focus_blind_above,
         snapshot_every=0,
     )
 
@@ -377,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(value, bool):
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=value)
         else:
-            parser.add_argument(option, type=type(value), default=value)
+            parser.add_argument(option, type=float if value is None else type(value), default=value)
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     resume_from = args.pop("resume_from")
