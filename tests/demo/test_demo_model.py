@@ -128,3 +128,14 @@ def test_a_blind_input_is_the_noise_alone_and_its_target_leaves_the_real_clip() 
     assert torch.equal(noisy[2:], noise[2:])
     assert torch.equal(target[:2], noise[:2])
     assert torch.allclose(noisy[:2], s[:2].sqrt() * latents[:2] + (1 - s[:2]).sqrt() * noise[:2])
+
+
+def test_stage_3_takes_its_own_blind_and_cross_settings() -> None:
+    """`--focus-blind-above` / `--focus-cross-spread` reach the objective and the data stage 3 draws,
+    while stage 2 keeps its own (off) values."""
+    from animdiff.demo.train import focus_settings
+
+    settings = TrainSettings(focus_blind_above=900, focus_cross_spread=2.0)
+    assert (settings.blind_above, settings.cross_spread) == (1000, None)
+    focus = focus_settings(settings)
+    assert (focus.blind_above, focus.cross_spread) == (900, 2.0)
