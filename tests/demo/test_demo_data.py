@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from animdiff.demo import data
-from animdiff.demo.evaluate import ClipReading, analyse, jumps
+from animdiff.demo.evaluate import ClipReading, analyse, forward_share, jumps
 
 
 def as_frames(clip: np.ndarray) -> np.ndarray:
@@ -26,6 +26,8 @@ def test_the_evaluator_reads_every_training_clip_right(seed: int) -> None:
         assert reading.visible == 1.0
         assert jumps(reading, data.data_step()) == []
         if spec.direction != data.STATIC:
+            assert forward_share(reading, spec.direction, data.data_step()) == 1.0
+            assert forward_share(reading, data.OPPOSITE[spec.direction], data.data_step()) == 0.0
             assert reading.travel == pytest.approx(spec.step * (data.FRAMES - 1), abs=1.5)
 
 
@@ -120,6 +122,18 @@ def test_jumps_are_moves_of_more_than_three_data_steps_and_flicker() -> None:
     assert jumps(ClipReading("red", "right", 14.0, 1.0, list(path), ["red"] * 8), step) == [5]
     path[5] = None  # gone for one frame between two where it is seen
     assert jumps(ClipReading("red", "right", 14.0, 7 / 8, list(path), ["red"] * 8), step) == [5]
+
+
+def test_forward_share_counts_moves_the_words_way_between_visible_frames() -> None:
+    step = 2.0
+    hover = [(30.0, 30.0), (30.5, 30.0), (30.0, 30.0), (30.5, 30.0)]
+    assert forward_share(ClipReading("red", "static", 0.0, 1.0, hover, ["red"] * 4), "right", step) == 0.0
+    # A sawtooth: forward by two steps, back to the start, forward again; an unseen frame in between.
+    saw = [(10.0, 30.0), (14.0, 30.0), (10.0, 30.0), None, (14.0, 30.0), (18.0, 30.0)]
+    reading = ClipReading("red", "right", 8.0, 5 / 6, saw, ["red"] * 6)
+    assert forward_share(reading, "right", step) == pytest.approx(2 / 3)
+    assert forward_share(reading, "left", step) == pytest.approx(1 / 3)
+    assert forward_share(ClipReading(None, "static", 0.0, 0.0, [None] * 3, [None] * 3), "up", step) == 0.0
 
 
 def test_an_empty_clip_reads_as_no_shape() -> None:

@@ -84,7 +84,7 @@ def test_the_shipped_weights_are_small_and_in_the_package() -> None:
 def test_the_text_encoder_trains_only_when_asked(tmp_path: Path) -> None:
     """Default: it keeps its random initialisation (the README says why); `--train-text-encoder`
     trains it along with the UNet."""
-    tiny = TrainSettings(threads=1, vae_steps=1, vae_batch=4, pairs=2, steps=2, batch_pairs=1)
+    tiny = TrainSettings(threads=1, vae_steps=1, vae_batch=4, pairs=2, steps=2, batch_pairs=1, focus_steps=0)
     initial = demo.build(tiny.seed).text_encoder.state_dict()
     for trained in (False, True):
         files = train(replace(tiny, train_text_encoder=trained), tmp_path / str(trained))
@@ -131,11 +131,11 @@ def test_a_blind_input_is_the_noise_alone_and_its_target_leaves_the_real_clip() 
 
 
 def test_stage_3_takes_its_own_blind_and_cross_settings() -> None:
-    """`--focus-blind-above` / `--focus-cross-spread` reach the objective and the data stage 3 draws,
-    while stage 2 keeps its own (off) values."""
+    """`--focus-blind-above`, `--focus-cross-spread` and `--focus-high-noise-power` reach the
+    objective, the data and the timesteps stage 3 draws, while stage 2 keeps its own values."""
     from animdiff.demo.train import focus_settings
 
-    settings = TrainSettings(focus_blind_above=900, focus_cross_spread=2.0)
-    assert (settings.blind_above, settings.cross_spread) == (1000, None)
+    settings = TrainSettings(focus_blind_above=950, focus_cross_spread=3.0, focus_high_noise_power=0.25)
+    assert (settings.blind_above, settings.cross_spread, settings.high_noise_power) == (1000, None, 0.5)
     focus = focus_settings(settings)
-    assert (focus.blind_above, focus.cross_spread) == (900, 2.0)
+    assert (focus.blind_above, focus.cross_spread, focus.high_noise_power) == (950, 3.0, 0.25)

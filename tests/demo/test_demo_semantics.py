@@ -2,9 +2,8 @@
 test_demo_data.py shows `analyse` reads every training clip right).
 
 Seeds: each check uses the evaluator's first seeds (0, 1), not seeds picked for passing. The
-evaluator (`python -m animdiff.demo.evaluate`, 4 colours x 4 directions x 4 seeds) measured colour
-right in every clip and every clip moving, but the direction at chance (the README's open target),
-so these checks ask for colour and motion, and the direction word is not checked.
+evaluator (`python -m animdiff.demo.evaluate`, 4 colours x 4 directions x 4 seeds) measured the
+colour and the direction right in 64 of 64 clips each.
 """
 
 from __future__ import annotations
@@ -33,23 +32,40 @@ def _moves(reading) -> bool:
     return reading.visible == 1.0 and reading.travel >= 0.5 * data.TRAVEL[0]
 
 
-def test_a_red_ball_moving_right_is_a_red_ball_that_moves(animator) -> None:
+def _path(reading, axis: int) -> list[float]:
+    return [c[axis] for c in reading.centroids if c is not None]
+
+
+def test_a_red_ball_moving_right_is_a_red_blob_whose_x_increases(animator) -> None:
     reading = analyse(render(animator, "a red ball moving right", 0))
     assert reading.colour == "red"
     assert _moves(reading)
-    # Which way it moves is not yet the prompt's (the README's open target): not asserted.
+    assert reading.direction == "right"
+    x = _path(reading, 0)
+    assert x[-1] - x[0] >= 0.5 * data.TRAVEL[0]
 
 
-def test_a_blue_ball_moving_up_is_a_blue_ball_that_moves(animator) -> None:
+def test_a_blue_ball_moving_up_is_a_blue_blob_whose_y_decreases(animator) -> None:
     reading = analyse(render(animator, "a blue ball moving up", 0))
     assert reading.colour == "blue"
     assert _moves(reading)
+    assert reading.direction == "up"
+    y = _path(reading, 1)
+    assert y[0] - y[-1] >= 0.5 * data.TRAVEL[0]
 
 
-def test_every_colour_word_gives_its_colour(animator) -> None:
+def test_a_green_ball_moving_down_moves_down(animator) -> None:
+    reading = analyse(render(animator, "a green ball moving down", 1))
+    assert reading.colour == "green"
+    assert _moves(reading)
+    assert reading.direction == "down"
+
+
+def test_every_colour_word_gives_its_colour_and_left_goes_left(animator) -> None:
     for colour in data.COLOURS:
         reading = analyse(render(animator, f"a {colour} ball moving left", 1))
         assert reading.colour == colour
+        assert reading.direction == "left"
 
 
 def test_prompt_travel_turns_red_into_blue(animator) -> None:
@@ -75,10 +91,12 @@ def test_48_frames_through_context_16_keep_the_ball_and_mostly_its_colour(animat
     reading = analyse(render(animator, "a yellow ball moving down", 0, frames=48, context=16))
     assert reading.visible == 1.0
     assert reading.colour == "yellow"
-    # Every frame is the README's (open) target: measured 43 of these 48 frames read yellow (the
-    # others red), and the evaluator's 64-frame videos keep their colour in 95 to 100 % of frames.
+    # Measured: 44 of these 48 frames read yellow; the evaluator's 64-frame videos keep their
+    # colour in 86 to 100 % of frames (every frame is the README's open target).
     assert sum(c == "yellow" for c in reading.colours) >= 0.85 * len(reading.colours)
-    # Seam jumps are measured by the evaluator and not yet absent (the README's open target).
+    # Not asserted, the README's open target: no seam jumps (one measured here, at frame 15) and a
+    # ball that moves on (under the default closed loop, R-P, it goes down and back in the middle
+    # of the frame: 30 % of its moves go down by half a data step).
 
 
 def test_the_evaluator_reports_on_a_small_grid(animator) -> None:
@@ -93,6 +111,7 @@ def test_the_evaluator_reports_on_a_small_grid(animator) -> None:
     assert report.median_travel > 0 and report.travel_ratio == report.median_travel / report.data_travel
     (video,) = report.long_videos
     assert video["frames"] == 24 and video["colour_kept"] == 1.0 and video["visible"] == 1.0
+    assert 0.0 <= video["forward"] <= 1.0
 
 
 def test_word_dependence_shows_the_colour_word_is_read_and_the_path_seen_at_every_noise_level() -> None:
@@ -102,9 +121,12 @@ def test_word_dependence_shows_the_colour_word_is_read_and_the_path_seen_at_ever
     ratios = word_dependence(pairs=4, timesteps=(800, 999))
     assert set(ratios) == {"direction", "colour", "path_snr", "frame_order"}
     assert set(ratios["colour"]) == {800, 999}
-    # Measured over 12 pairs: 4.7 times the loss with a wrong colour word at t=800 (the README).
+    # Measured over 12 pairs: 3.1 times the loss with a wrong colour word at t=800 (the README), 2.4
+    # over these 4.
     assert ratios["colour"][800] > 1.5
-    # The direction word's ratio (1.00 measured: not read) is the README's open target, not asserted.
+    # The direction word's ratio on these ordinary noisy clips (1.09 at t=800 over 12 pairs, 1.36 at
+    # t=950; 0.90 at t=999 over these 4) is not what sampling asks at the top of the schedule, where
+    # the shipped weights learnt it on pure noise: not asserted.
     # The same clips at both timesteps: the path's visibility scales as sqrt(alpha_bar / (1 - alpha_bar)).
     a = alphas_cumprod().double()
     scale = ((a[800] / (1 - a[800])) / (a[999] / (1 - a[999]))).sqrt().item()
@@ -114,10 +136,10 @@ def test_word_dependence_shows_the_colour_word_is_read_and_the_path_seen_at_ever
 
 
 def test_frame_order_spread_is_zero_without_positional_encodings_and_small_with_them() -> None:
-    """The measure behind the README's "the network hardly knows which frame comes first": with the
-    motion modules' positional encodings zeroed nothing tells identical frames apart (a measure
-    that cannot reach 0 there would be measuring something else); the shipped weights use them
-    only a little (0.5 to 1.9 % over 12 pairs, `--word-dependence`)."""
+    """The README's `frame_order` row: with the motion modules' positional encodings zeroed nothing
+    tells identical frames apart (a measure that cannot reach 0 there would be measuring something
+    else); the shipped weights use them only a little (1.3 to 2.8 % over 12 pairs,
+    `--word-dependence`)."""
     import torch
 
     from animdiff.demo.evaluate import demo_network, frame_order_spread

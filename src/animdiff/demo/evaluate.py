@@ -120,6 +120,16 @@ def jumps(reading: ClipReading, step: float) -> list[int]:
     return out
 
 
+def forward_share(reading: ClipReading, direction: str, step: float) -> float:
+    """Share of frame-to-frame moves (between visible frames) that go `direction`'s way by at least
+    half a data step. A long video without jumps may still not move: a ball that hovers in place
+    has no jumps, and a video that loops must come back somewhere."""
+    dx, dy = data.DIRECTIONS[direction]
+    c = reading.centroids
+    moves = [(b[0] - a[0]) * dx + (b[1] - a[1]) * dy for a, b in itertools.pairwise(c) if a and b]
+    return float(np.mean([m >= 0.5 * step for m in moves])) if moves else 0.0
+
+
 # --- rendering through the ordinary pipeline -------------------------------------------------------------
 
 
@@ -201,6 +211,7 @@ def measure(
                 "visible": reading.visible,
                 "colour_kept": rate([c == colour for c in seen]),
                 "jumps": jumps(reading, data.data_step()),
+                "forward": forward_share(reading, direction, data.data_step()),
             }
         )
     data_travel = float(np.mean(data.TRAVEL))
