@@ -8,7 +8,8 @@ alone already tells the direction, and the text decides the layout of the whole 
 Clips come in *pairs* that differ only in the caption's direction (the same colour, shape, size,
 cross-axis position and speed, moving opposite ways, or one of them static), trained on the same
 noise and timestep, so that the direction word is the only thing that tells the two apart. (That
-was not enough for the model to learn it in CPU minutes: see the README's demo section.)
+alone was not enough for the model to learn it in CPU minutes; `cross_spread`, which stage 3 of
+train.py uses, is what made it: see the README's demo section.)
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ distance from the plain background. On the training data itself `analyse` is rig
   frames; "static" when the fitted travel is under a quarter of the data's shortest;
 - **travel**: the fitted distance from the first frame to the last, against the data's;
 - **seams** (long videos through context windows): a *jump* is a frame-to-frame centroid move of
-  more than `JUMP_STEPS` times the data's per-frame step; the shape must keep its colour too.
+  more than `JUMP_STEPS` times the data's per-frame step; the shape must keep its colour too,
+  and `forward` says how many of its moves go the word's way (a ball that hovers makes no jumps).
 
 `--word-dependence` measures something else, on the network rather than on samples: how much its
 noise prediction for training clips gets worse when one word of the caption is swapped for a
