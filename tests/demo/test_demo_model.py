@@ -139,3 +139,31 @@ def test_stage_3_takes_its_own_blind_and_cross_settings() -> None:
     assert (settings.blind_above, settings.cross_spread, settings.high_noise_power) == (1000, None, 0.5)
     focus = focus_settings(settings)
     assert (focus.blind_above, focus.cross_spread, focus.high_noise_power) == (950, 3.0, 0.25)
+
+
+def test_the_training_command_line_reaches_every_setting(monkeypatch, tmp_path: Path) -> None:
+    """Defaults are the shipped recipe; `none` turns an optional setting off (the full world)."""
+    from animdiff.demo import train as train_module
+
+    seen = {}
+    monkeypatch.setattr(
+        train_module, "train", lambda settings, out, resume: seen.update(settings=settings, out=out)
+    )
+    train_module.main(["--out", str(tmp_path)])
+    assert seen["settings"] == TrainSettings() and seen["out"] == tmp_path
+    train_module.main(
+        [
+            "--focus-cross-spread",
+            "none",
+            "--cross-spread",
+            "3.5",
+            "--focus-steps",
+            "0",
+            "--no-train-text-encoder",
+        ]
+    )
+    assert seen["settings"] == replace(
+        TrainSettings(), focus_cross_spread=None, cross_spread=3.5, focus_steps=0
+    )
+    with pytest.raises(SystemExit):
+        train_module.main(["--focus-cross-spread", "wide"])

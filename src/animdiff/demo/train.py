@@ -26,7 +26,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,8 @@ class TrainSettings:
     blind_above: int = TRAIN_TIMESTEPS
     #: Train the text encoder too (False: it keeps its random initialisation, see train_denoiser).
     train_text_encoder: bool = False
-    #: Stage 3: more steps on high-noise timesteps only, from the stage-2 weights as stored.
+    #: Stage 3 (`focus_steps=0`: none): from the stage-2 weights as stored, blind at the top of the
+    #: schedule, on centre-line clips (see the module's docstring).
     focus_steps: int = 2400
     focus_min_timestep: int = 0
     focus_weight: float = 20.0
@@ -323,7 +324,7 @@ def _use_weights(
 
 
 def focus_settings(settings: TrainSettings) -> TrainSettings:
-    """Stage 3's settings: stage 2's objective restricted to the high-noise timesteps."""
+    """Stage 3's settings: stage 2's objective with stage 3's timesteps, weights, data and blind top."""
     return replace(
         settings,
         steps=settings.focus_steps,
@@ -396,6 +397,10 @@ def train(settings: TrainSettings, out: Path, resume_from: Path | None = None) -
     return written
 
 
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = TrainSettings()
     parser = argparse.ArgumentParser(prog="python -m animdiff.demo.train", description=__doc__.split("\n")[0])
@@ -405,12 +410,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--resume-from", type=Path, default=None, help="stage 3 only, from stage 2's weights in this folder"
     )
-    for name, value in vars(defaults).items():
-        option = f"--{name.replace('_', '-')}"
+    for field in fields(TrainSettings):
+        option = f"--{field.name.replace('_', '-')}"
+        value = getattr(defaults, field.name)
         if isinstance(value, bool):
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=value)
+        elif "None" in str(field.type):
+            parser.add_argument(option, type=_optional_float, default=value, help="a number, or none")
         else:
-            parser.add_argument(option, type=float if value is None else type(value), default=value)
+            parser.add_argument(option, type=type(value), default=value)
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     resume_from = args.pop("resume_from")
