@@ -164,12 +164,46 @@ def test_the_evaluator_passes_its_options_and_writes_either_report(monkeypatch, 
     evaluate.main(
         [
             *("--seeds", "2", "--overlap", "8", "--long-prompts", "1", "--closed-loop", "N"),
-            *("--json", str(tmp_path / "a.json")),
+            *("--fuse", "pyramid", "--json", str(tmp_path / "a.json")),
         ]
     )
-    assert seen == {"seeds": (0, 1), "long_prompts": 1, "long_overlap": 8, "long_closed_loop": "N"}
+    assert seen == {
+        "seeds": (0, 1),
+        "long_prompts": 1,
+        "long_overlap": 8,
+        "long_closed_loop": "N",
+        "long_fuse": "pyramid",
+    }
     assert '"direction_accuracy": 0.25' in (tmp_path / "a.json").read_text()
 
     monkeypatch.setattr(evaluate, "word_dependence", lambda weights: {"direction": {800: 1.0}})
     evaluate.main(["--word-dependence", "--json", str(tmp_path / "b.json")])
     assert '"direction"' in (tmp_path / "b.json").read_text()
+
+
+def test_the_long_video_settings_reach_the_renderer_and_the_short_clips_keep_the_defaults(
+    monkeypatch,
+) -> None:
+    from animdiff.demo import evaluate
+
+    spec = data.ClipSpec("red", "ball", "right", 7.0, (12.0, 32.0), 2.2)
+    calls: list[dict] = []
+
+    def fake_render(animator, prompt: str, seed: int, **overrides):
+        calls.append(overrides)
+        return as_frames(data.render(spec, frames=int(overrides.get("frames", data.FRAMES))))
+
+    monkeypatch.setattr(evaluate, "render", fake_render)
+    report = evaluate.measure(
+        None,
+        colours=("red",),
+        directions=("right",),
+        seeds=(0,),
+        long_frames=24,
+        long_prompts=1,
+        long_overlap=6,
+        long_closed_loop="N",
+        long_fuse="pyramid",
+    )
+    assert calls == [{}, {"frames": 24, "context": 16, "overlap": 6, "closed_loop": "N", "fuse": "pyramid"}]
+    assert report.direction_accuracy == 1.0 and report.long_videos[0]["forward"] == 1.0

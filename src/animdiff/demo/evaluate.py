@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from animdiff.choices import CLOSED_LOOP_MODES
+from animdiff.choices import CLOSED_LOOP_MODES, FUSE_METHODS
 from animdiff.demo import data
 
 if TYPE_CHECKING:  # torch and the models load only when a measurement runs
@@ -177,6 +177,7 @@ def measure(
     long_prompts: int = 4,
     long_overlap: int = -1,
     long_closed_loop: str | None = None,  # None: animdiff generate's default
+    long_fuse: str | None = None,  # None: animdiff generate's default
 ) -> Report:
     started = time.monotonic()
     rows = []
@@ -201,6 +202,8 @@ def measure(
     long = {"frames": long_frames, "context": 16, "overlap": long_overlap}
     if long_closed_loop is not None:
         long["closed_loop"] = long_closed_loop
+    if long_fuse is not None:
+        long["fuse"] = long_fuse
     for colour, direction in list(zip(colours, directions, strict=False))[:long_prompts]:
         prompt = data.caption(colour, shape, direction)
         reading = analyse(render(animator, prompt, 0, **long))
@@ -353,6 +356,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="closed loop for the 64-frame videos (default: animdiff generate's, R-P)",
     )
+    parser.add_argument(
+        "--fuse",
+        choices=FUSE_METHODS,
+        default=None,
+        help="how the 64-frame videos' windows combine (default: animdiff generate's, overwrite)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(
         "--word-dependence",
@@ -375,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
             long_prompts=args.long_prompts,
             long_overlap=args.overlap,
             long_closed_loop=args.closed_loop,
+            long_fuse=args.fuse,
         )
         result = asdict(report)
     text = json.dumps(result, indent=2)
