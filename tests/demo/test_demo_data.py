@@ -207,3 +207,14 @@ def test_the_long_video_settings_reach_the_renderer_and_the_short_clips_keep_the
     )
     assert calls == [{}, {"frames": 24, "context": 16, "overlap": 6, "closed_loop": "N", "fuse": "pyramid"}]
     assert report.direction_accuracy == 1.0 and report.long_videos[0]["forward"] == 1.0
+
+
+def test_the_evaluators_help_names_the_defaults_animdiff_generate_uses(capsys) -> None:
+    from animdiff.demo.evaluate import main
+    from animdiff.params import Params
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("closed_loop", "fuse"):
+        assert f"animdiff generate's, {Params.model_fields[name].default})" in text

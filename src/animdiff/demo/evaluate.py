@@ -200,10 +200,8 @@ def measure(
     }
     long_videos = []
     long = {"frames": long_frames, "context": 16, "overlap": long_overlap}
-    if long_closed_loop is not None:
-        long["closed_loop"] = long_closed_loop
-    if long_fuse is not None:
-        long["fuse"] = long_fuse
+    given = {"closed_loop": long_closed_loop, "fuse": long_fuse}
+    long.update({name: value for name, value in given.items() if value is not None})
     for colour, direction in list(zip(colours, directions, strict=False))[:long_prompts]:
         prompt = data.caption(colour, shape, direction)
         reading = analyse(render(animator, prompt, 0, **long))
@@ -333,6 +331,12 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _generate_default(name: str) -> object:
+    from animdiff.params import Params
+
+    return Params.model_fields[name].default
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m animdiff.demo.evaluate", description=__doc__.split("\n")[0]
@@ -354,13 +358,15 @@ def main(argv: list[str] | None = None) -> None:
         "--closed-loop",
         choices=CLOSED_LOOP_MODES,
         default=None,
-        help="closed loop for the 64-frame videos (default: animdiff generate's, R-P)",
+        help="closed loop for the 64-frame videos (default: animdiff generate's, "
+        f"{_generate_default('closed_loop')})",
     )
     parser.add_argument(
         "--fuse",
         choices=FUSE_METHODS,
         default=None,
-        help="how the 64-frame videos' windows combine (default: animdiff generate's, overwrite)",
+        help="how the 64-frame videos' windows combine (default: animdiff generate's, "
+        f"{_generate_default('fuse')})",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -410,12 +411,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--resume-from", type=Path, default=None, help="stage 3 only, from stage 2's weights in this folder"
     )
+    types = get_type_hints(TrainSettings)
     for field in fields(TrainSettings):
         option = f"--{field.name.replace('_', '-')}"
         value = getattr(defaults, field.name)
         if isinstance(value, bool):
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=value)
-        elif "None" in str(field.type):
+        elif type(None) in get_args(types[field.name]):
             parser.add_argument(option, type=_optional_float, default=value, help="a number, or none")
         else:
             parser.add_argument(option, type=type(value), default=value)
