@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from animdiff.models.load import VAE_DTYPE
 from animdiff.models.offload import on_device
 from animdiff.pipeline import Animator, RunOptions
 
@@ -26,3 +28,26 @@ def test_offload_and_vae_tiling_give_the_same_frames(models_dir, tiny_params) ->
     assert [f.tobytes() for f in first.frames] == [f.tobytes() for f in plain.frames]  # 64 px: one tile
     models = animator.load(params)
     assert models.unet.device.type == "cpu" and not models.parts.vae.use_tiling
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_sdxl_decodes_in_float32_and_offload_keeps_the_result(models_dir, tiny_params) -> None:
+    """Where the options do real work: float16 UNet, the SDXL VAE in float32 (it overflows in
+    float16), finite decoded values, and `--offload` moving each model in for its phase only."""
+    params = tiny_params(
+        steps=2, checkpoint="tiny-sdxl.safetensors", motion_module="tiny-mm-sdxl-v10-beta.ckpt"
+    )
+    plain = Animator(models_dir, None, RunOptions(device="cuda"))
+    models = plain.load(params)
+    decoded: list[torch.Tensor] = []
+    hook = models.parts.vae.decoder.register_forward_hook(lambda _m, _i, out: decoded.append(out))
+    first = plain.run(params, write=False)
+    hook.remove()
+    assert models.unet.dtype == torch.float16 and models.unet.device.type == "cuda"
+    assert decoded and all(d.dtype == VAE_DTYPE == torch.float32 and torch.isfinite(d).all() for d in decoded)
+    offloaded = Animator(models_dir, None, RunOptions(device="cuda", offload=True))
+    again = offloaded.run(params, write=False)
+    assert offloaded.load(params).unet.device.type == "cpu"  # back in CPU memory between phases
+    assert torch.equal(again.latents, first.latents)
+    fp8 = Animator(models_dir, None, RunOptions(device="cuda", fp8=True)).run(params, write=False)
+    assert torch.isfinite(fp8.latents).all()
