@@ -209,6 +209,17 @@ MODES = {"reference": "ours, groupnorm=reference (default)", "diffusers": "ours,
 WORKERS = ["load:ours", "load:diffusers", *(f"pair:{mode}" for mode in MODES)]
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, **worker: Any) -> None:
+    """What every worker-based bench takes: threads and device, and the hidden arguments its
+    parent passes to each worker process (`worker`: how `--worker` is parsed, e.g. choices=...)."""
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS, **worker)
+    parser.add_argument("--models", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--motion-module", help=argparse.SUPPRESS)
+
+
 def add_compare_arguments(
     parser: argparse.ArgumentParser, *, frames: int, size: int, steps: int, repeat: int, rounds: int
 ) -> None:
@@ -218,13 +229,8 @@ def add_compare_arguments(
     parser.add_argument("--sampler", default="DDIM")
     parser.add_argument("--repeat", type=int, default=repeat, help="timed runs of each side per process")
     parser.add_argument("--rounds", type=int, default=rounds, help="processes per worker kind, alternating")
-    parser.add_argument("--threads", type=int, default=default_threads())
-    parser.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
     parser.add_argument("--vae-chunk", type=int, default=8, help="frames per VAE decode call, both sides")
-    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
-    parser.add_argument("--models", help=argparse.SUPPRESS)
-    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--motion-module", help=argparse.SUPPRESS)
+    add_run_arguments(parser, choices=WORKERS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-peer-load",

@@ -122,13 +122,8 @@ def main() -> None:
     parser.add_argument("--vae-chunk", type=int, default=8, help="frames per VAE call (animdiff's default)")
     parser.add_argument("--tiny", action="store_true", help="the tiny SDXL files instead (checks the script)")
     parser.add_argument("--cache", help="real-size models folder (default: as realsize_sdxl_vs_diffusers.py)")
-    parser.add_argument("--threads", type=int, default=harness.default_threads())
-    parser.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
     parser.add_argument("--json", help="also write every measurement to this file")
-    parser.add_argument("--worker", choices=list(OPTION_SETS), help=argparse.SUPPRESS)
-    parser.add_argument("--models", help=argparse.SUPPRESS)
-    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--motion-module", help=argparse.SUPPRESS)
+    harness.add_run_arguments(parser, choices=list(OPTION_SETS))
     args = parser.parse_args()
     args.sampler = "DDIM"
     if args.worker:
