@@ -220,6 +220,19 @@ def add_run_arguments(parser: argparse.ArgumentParser, **worker: Any) -> None:
     parser.add_argument("--motion-module", help=argparse.SUPPRESS)
 
 
+def worker_argv(
+    args: Any, models: Path, checkpoint: str, motion_module: str, names: tuple[str, ...]
+) -> list[str]:
+    """The arguments `add_run_arguments` hides, and those of `names` the parent was given, for a
+    worker process to parse again."""
+    argv = ["--models", str(models), "--checkpoint", checkpoint, "--motion-module", motion_module]
+    for name in names:
+        value = getattr(args, name)
+        if value is not None:
+            argv.append(f"--{name.replace('_', '-')}={value}")
+    return argv
+
+
 def add_compare_arguments(
     parser: argparse.ArgumentParser, *, frames: int, size: int, steps: int, repeat: int, rounds: int
 ) -> None:
@@ -401,12 +414,8 @@ def compare(
     with tempfile.TemporaryDirectory() as config:
         if args.peer_load:
             write_diffusers_config(models / checkpoint, models / motion_module, Path(config))
-        forwarded = ["--models", str(models), "--checkpoint", checkpoint, "--motion-module", motion_module]
-        forwarded += ["--config", config]
-        for name in ("frames", "size", "steps", "sampler", "repeat", "threads", "vae_chunk", "device"):
-            value = getattr(args, name)
-            if value is not None:
-                forwarded.append(f"--{name.replace('_', '-')}={value}")
+        names = ("frames", "size", "steps", "sampler", "repeat", "threads", "vae_chunk", "device")
+        forwarded = [*worker_argv(args, models, checkpoint, motion_module, names), "--config", config]
         results: dict[str, list[dict[str, Any]]] = {worker: [] for worker in WORKERS}
         wall = dict.fromkeys(WORKERS, 0.0)
         loads = ("load:diffusers", "load:ours") if args.peer_load else ("load:ours",)

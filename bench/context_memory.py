@@ -126,12 +126,9 @@ def main() -> None:
             label = "tiny SD1.5 + v2"
         rows = []
         for frames in args.frames:
-            argv = ["--worker", str(frames), "--models", str(root)]
-            argv += ["--checkpoint", written["sd15"].name, "--motion-module", written["mm-v2"].name]
-            for name in ("context", "size", "steps", "sampler", "threads", "vae_chunk", "device", "repeat"):
-                value = getattr(args, name)
-                if value is not None:
-                    argv.append(f"--{name.replace('_', '-')}={value}")
+            names = ("context", "size", "steps", "sampler", "threads", "vae_chunk", "device", "repeat")
+            models = harness.worker_argv(args, root, written["sd15"].name, written["mm-v2"].name, names)
+            argv = ["--worker", str(frames), *models]
             started = time.perf_counter()
             rows.append(harness.run_worker(__file__, argv, args.threads, EXACT_MALLOC))
             rows[-1]["wall_s"] = time.perf_counter() - started

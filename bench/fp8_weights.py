@@ -108,10 +108,8 @@ def main() -> None:
             written = write_models_dir(root)
             files = tuple(str(written[k].relative_to(root)) for k in ("sd15", "mm-v2"))
             title = "tiny SD1.5 + motion module v2"
-        forwarded = ["--models", str(root), "--checkpoint", files[0], "--motion-module", files[1]]
-        for name in ("frames", "size", "steps", "repeat", "threads", "device"):
-            if getattr(args, name) is not None:
-                forwarded.append(f"--{name.replace('_', '-')}={getattr(args, name)}")
+        names = ("frames", "size", "steps", "repeat", "threads", "device")
+        forwarded = harness.worker_argv(args, root, files[0], files[1], names)
         began = time.perf_counter()
         results: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
         for round_ in range(args.rounds):

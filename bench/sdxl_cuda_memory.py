@@ -7,9 +7,9 @@ process whose CUDA memory is capped at `--cap-gib` (24 by default, through
 `torch.cuda.set_per_process_memory_fraction`), so "fits a 24 GB card" is a job that finishes under
 that cap on a larger card, not a reading compared by hand. Printed for each option set: finished
 or out of memory, the peak memory allocated and reserved over the whole process (models included,
-which is what the card must hold), load time, the time of a job after a warm-up and its time per
-step against the plain run's. A forward hook on the VAE's decoder records the dtype it ran in and
-whether every decoded value was finite.
+which is what the card must hold), load time, and the time of a job after a warm-up, also against
+the plain run's (what `--offload` and `--fp8` cost in time). A forward hook on the VAE's decoder
+records the dtype it ran in and whether every decoded value was finite.
 
 Not part of `make test` nor of `make bench`: it needs a CUDA card with more memory than the cap
 (and about 8 GB of disk for the files). `--tiny` runs the same on the tiny SDXL files, on the CPU
@@ -99,7 +99,7 @@ def worker(args: Any) -> dict[str, Any]:
         out["vae_finite"] = all(finite for _, finite in decoded)
         out["unet_dtype"] = str(models.unet.dtype).removeprefix("torch.")
         out["finished"] = True
-    except torch.OutOfMemoryError as error:
+    except torch.cuda.OutOfMemoryError as error:
         out["finished"] = False
         out["error"] = str(error).splitlines()[0]
     out.update(_peaks(device))
@@ -125,7 +125,6 @@ def main() -> None:
     parser.add_argument("--json", help="also write every measurement to this file")
     harness.add_run_arguments(parser, choices=list(OPTION_SETS))
     args = parser.parse_args()
-    args.sampler = "DDIM"
     if args.worker:
         harness.print_json(worker(args))
         return
@@ -149,10 +148,8 @@ def main() -> None:
             write_real_size_dir(root, log=lambda message: print(message, file=sys.stderr), sdxl=True)
             files = (REAL_SDXL_FILES["sdxl"], REAL_SDXL_FILES["mm-sdxl"])
             title = "real-size SDXL base + AnimateDiff-XL (random weights)"
-        forwarded = ["--models", str(root), "--checkpoint", files[0], "--motion-module", files[1]]
-        for name in ("size", "frames", "steps", "vae_chunk", "cap_gib", "threads", "device"):
-            if getattr(args, name) is not None:
-                forwarded.append(f"--{name.replace('_', '-')}={getattr(args, name)}")
+        names = ("size", "frames", "steps", "vae_chunk", "cap_gib", "threads", "device")
+        forwarded = harness.worker_argv(args, root, files[0], files[1], names)
         results = [
             harness.run_worker(__file__, ["--worker", name, *forwarded], args.threads) for name in chosen
         ]
