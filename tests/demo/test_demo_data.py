@@ -69,6 +69,46 @@ def test_a_cross_spread_keeps_moving_shapes_near_the_middle_line(seed: int, spre
     )
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_a_wrapping_pair_is_one_clip_played_both_ways(seed: int) -> None:
+    first, second = data.random_pair(np.random.default_rng(seed), cross_spread=2.0, wrap=True)
+    assert first.wrap and second.wrap
+    assert (first.colour, first.shape, first.radius) == (second.colour, second.shape, second.radius)
+    middle = first.centre((data.FRAMES - 1) / 2)
+    if second.direction == data.STATIC:
+        assert second.start == pytest.approx(middle)
+    else:
+        assert second.direction == data.OPPOSITE[first.direction]
+        assert second.centre((data.FRAMES - 1) / 2) == pytest.approx(middle)
+        np.testing.assert_allclose(data.render(second), data.render(first)[::-1], atol=0.02)
+    axis = 1 if first.direction in ("right", "left") else 0
+    assert abs(middle[axis] - data.SIZE / 2) <= 2.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_the_evaluator_reads_wrapping_clips_right_across_the_border(seed: int) -> None:
+    for spec in data.random_pair(np.random.default_rng(seed), static_share=0.0, cross_spread=2.0, wrap=True):
+        reading = analyse(as_frames(data.render(spec)))
+        assert (reading.colour, reading.direction, reading.visible) == (spec.colour, spec.direction, 1.0)
+        assert jumps(reading, data.data_step()) == []
+        assert forward_share(reading, spec.direction, data.data_step()) == 1.0
+        assert reading.travel == pytest.approx(spec.step * (data.FRAMES - 1), abs=1.5)
+
+
+def test_a_wrapping_clip_leaves_on_one_side_and_comes_back_on_the_other() -> None:
+    """The case the circular reading is for: a ball on both borders at once reads as one ball at
+    the border, not as one in the middle of the frame."""
+    spec = data.ClipSpec("red", "ball", "right", 7.0, (50.0, 32.0), 2.0, wrap=True)
+    clip = as_frames(data.render(spec))
+    assert spec.centre(7)[0] == 64.0  # on the border, half of it on each side
+    assert (clip[7, 32, 2] != data.BACKGROUND).any() and (clip[7, 32, 61] != data.BACKGROUND).any()
+    reading = analyse(clip)
+    assert min(reading.centroids[7][0], 64 - reading.centroids[7][0]) < 1.0
+    assert reading.direction == "right" and jumps(reading, data.data_step()) == []
+
+
 def _from_entry_edge(spec: data.ClipSpec, frame: int) -> float:
     """How far a moving shape's centre is from the edge it entered by, pixels."""
     x, y = spec.centre(frame)
@@ -176,9 +216,17 @@ def test_the_evaluator_passes_its_options_and_writes_either_report(monkeypatch, 
     }
     assert '"direction_accuracy": 0.25' in (tmp_path / "a.json").read_text()
 
-    monkeypatch.setattr(evaluate, "word_dependence", lambda weights: {"direction": {800: 1.0}})
+    asked = []
+
+    def fake_dependence(weights, backwards):
+        asked.append(backwards)
+        return {"direction": {800: 1.0}}
+
+    monkeypatch.setattr(evaluate, "word_dependence", fake_dependence)
     evaluate.main(["--word-dependence", "--json", str(tmp_path / "b.json")])
     assert '"direction"' in (tmp_path / "b.json").read_text()
+    evaluate.main(["--word-dependence", "--backwards"])
+    assert asked == [False, True]
 
 
 def test_the_long_video_settings_reach_the_renderer_and_the_short_clips_keep_the_defaults(

@@ -130,15 +130,49 @@ def test_a_blind_input_is_the_noise_alone_and_its_target_leaves_the_real_clip() 
     assert torch.allclose(noisy[:2], s[:2].sqrt() * latents[:2] + (1 - s[:2]).sqrt() * noise[:2])
 
 
+def test_a_backwards_input_holds_the_clip_reversed_and_its_target_leaves_the_real_clip() -> None:
+    """float64, one call: where `backwards`, the input is the clip played backwards, noised, and the
+    clean clip implied by (input, target) is still the real one; elsewhere the target is the noise
+    itself, bit for bit (what stage 2 trains on)."""
+    from animdiff.demo.train import alphas_cumprod, noised
+
+    generator = torch.Generator().manual_seed(1)
+    latents = torch.randn((4, 4, 16, 8, 8), generator=generator, dtype=torch.float64)
+    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float64)
+    a = alphas_cumprod().double()[torch.tensor([300, 300, 700, 999])]
+    backwards = torch.tensor([True, False, True, True])
+    blind = torch.tensor([False, False, False, True])
+    noisy, target = noised(latents, noise, a, blind, backwards=backwards)
+    s = a.view(-1, 1, 1, 1, 1)
+    assert torch.allclose((noisy - (1 - s).sqrt() * target) / s.sqrt(), latents, rtol=0, atol=1e-9)
+    expected = s.sqrt() * latents.flip(2) + (1 - s).sqrt() * noise
+    assert torch.equal(noisy[[0, 2]], expected[[0, 2]])
+    assert torch.equal(target[1], noise[1]) and torch.equal(noisy[3], noise[3])  # blind wins
+    assert not torch.allclose(target[0], noise[0])
+    plain = noised(latents, noise, a, torch.zeros(4, dtype=torch.bool))
+    again = noised(
+        latents, noise, a, torch.zeros(4, dtype=torch.bool), backwards=torch.zeros(4, dtype=torch.bool)
+    )
+    assert all(torch.equal(x, y) for x, y in zip(plain, again, strict=True))
+
+
 def test_stage_3_takes_its_own_blind_and_cross_settings() -> None:
     """`--focus-blind-above`, `--focus-cross-spread` and `--focus-high-noise-power` reach the
     objective, the data and the timesteps stage 3 draws, while stage 2 keeps its own values."""
     from animdiff.demo.train import focus_settings
 
-    settings = TrainSettings(focus_blind_above=950, focus_cross_spread=3.0, focus_high_noise_power=0.25)
-    assert (settings.blind_above, settings.cross_spread, settings.high_noise_power) == (1000, None, 0.5)
+    settings = TrainSettings(
+        focus_blind_above=950,
+        focus_cross_spread=3.0,
+        focus_high_noise_power=0.25,
+        focus_reverse_above=300,
+        focus_wrap=True,
+    )
+    stage_2 = (settings.blind_above, settings.cross_spread, settings.high_noise_power)
+    assert stage_2 == (1000, None, 0.5) and (settings.reverse_above, settings.wrap) == (1000, False)
     focus = focus_settings(settings)
     assert (focus.blind_above, focus.cross_spread, focus.high_noise_power) == (950, 3.0, 0.25)
+    assert (focus.reverse_above, focus.wrap) == (300, True)
 
 
 def test_the_training_command_line_reaches_every_setting(monkeypatch, tmp_path: Path) -> None:
@@ -160,10 +194,18 @@ def test_the_training_command_line_reaches_every_setting(monkeypatch, tmp_path: 
             "--focus-steps",
             "0",
             "--no-train-text-encoder",
+            "--focus-wrap",
+            "--focus-reverse-above",
+            "300",
         ]
     )
     assert seen["settings"] == replace(
-        TrainSettings(), focus_cross_spread=None, cross_spread=3.5, focus_steps=0
+        TrainSettings(),
+        focus_cross_spread=None,
+        cross_spread=3.5,
+        focus_steps=0,
+        focus_wrap=True,
+        focus_reverse_above=300,
     )
     with pytest.raises(SystemExit):
         train_module.main(["--focus-cross-spread", "wide"])

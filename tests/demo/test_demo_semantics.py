@@ -135,6 +135,16 @@ def test_word_dependence_shows_the_colour_word_is_read_and_the_path_seen_at_ever
     assert ratios["path_snr"][999] > 2
 
 
+def test_word_dependence_with_backwards_inputs_gives_both_clips_the_same_input() -> None:
+    """The measure behind the README's long-video tries: the shipped weights never learnt to turn
+    an input round, so swapping the direction word hardly changes their loss there."""
+    from animdiff.demo.evaluate import word_dependence
+
+    ratios = word_dependence(pairs=2, timesteps=(500,), backwards=True)
+    assert ratios["direction"][500] == pytest.approx(1.0, abs=0.1)
+    assert ratios["colour"][500] > 1.05  # 1.17 measured over these 2 pairs: the colour word is read
+
+
 def test_frame_order_spread_is_zero_without_positional_encodings_and_small_with_them() -> None:
     """The README's `frame_order` row: with the motion modules' positional encodings zeroed nothing
     tells identical frames apart (a measure that cannot reach 0 there would be measuring something

@@ -10,9 +10,9 @@ import time
 
 from fastapi.testclient import TestClient
 from PIL import Image
-from server_helpers import wait_for
 
 from animdiff.server.a1111 import answer_images
+from server_helpers import wait_for
 
 
 def payload(**animatediff: object) -> dict:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from server_helpers import tiny_job, wait_for
 
 from animdiff.server.paths import (
     PathRefusedError,
@@ -17,6 +16,7 @@ from animdiff.server.paths import (
     resolve_input,
     safe_file_name,
 )
+from server_helpers import tiny_job, wait_for
 
 NATIVE_CASES = [
     ("wrong type", {"steps": "many"}, 422, "steps"),

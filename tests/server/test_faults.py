@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import torch
-from server_helpers import tiny_job, wait_for
 
 from animdiff.output import writers
 from animdiff.output.writers import Writer
+from server_helpers import tiny_job, wait_for
 
 
 def run_queue(client, bodies: list[dict]) -> list[dict]:

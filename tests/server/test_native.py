@@ -9,10 +9,10 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from server_helpers import tiny_job, wait_denoising, wait_for
 from starlette.websockets import WebSocketDisconnect
 
 from animdiff.output.infotext import params_from_infotext
+from server_helpers import tiny_job, wait_denoising, wait_for
 
 
 def sse_events(client: TestClient, job_id: str, headers: dict[str, str] | None = None) -> list[dict]:

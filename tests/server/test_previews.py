@@ -7,10 +7,10 @@ import io
 
 import torch
 from PIL import Image
-from server_helpers import tiny_job, wait_for
 
 from animdiff.pipeline import Progress
 from animdiff.server.previews import PREVIEW_SCALE, latents_to_image
+from server_helpers import tiny_job, wait_for
 
 
 def test_latents_to_image_stretches_each_channel() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from server_helpers import TERMINAL, tiny_job
 
 pytestmark = pytest.mark.slow

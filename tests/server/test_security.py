@@ -6,11 +6,11 @@ import argparse
 import base64
 
 import pytest
-from server_helpers import tiny_job
 
 from animdiff.errors import ParamsError
 from animdiff.server.cli import add_serve_command, settings_from_args
 from animdiff.server.settings import API_KEY_ENV, parse_api_auth
+from server_helpers import tiny_job
 
 
 def serve_args(*argv: str) -> argparse.Namespace:

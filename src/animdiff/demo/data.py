@@ -50,6 +50,8 @@ class ClipSpec:
     radius: float
     start: tuple[float, float]  # centre (x, y) in the first frame, pixels
     step: float  # pixels per frame along the direction (0 when static)
+    #: The world wraps around at the borders (a shape leaving on one side comes in on the other).
+    wrap: bool = False
 
     @property
     def caption(self) -> str:
@@ -79,13 +81,26 @@ def _start(direction: str, radius: float, travel: float, jitter: float, cross: f
     return (along, cross) if direction in ("right", "left") else (cross, along)
 
 
+def _wrapped_start(direction: str, middle: float, cross: float, travel: float) -> tuple[float, float]:
+    """First-frame centre of a path that passes `middle` half way through the clip."""
+    dx, dy = DIRECTIONS[direction]
+    along = middle - (dx + dy) * travel / 2
+    return (along, cross) if dx else (cross, along)
+
+
 def random_pair(
-    rng: np.random.Generator, static_share: float = 0.15, cross_spread: float | None = None
+    rng: np.random.Generator,
+    static_share: float = 0.15,
+    cross_spread: float | None = None,
+    wrap: bool = False,
 ) -> tuple[ClipSpec, ClipSpec]:
     """Two clips differing only in direction: opposite ways, or one moving and one static.
 
     `cross_spread`: the moving shapes cross within this many pixels of the frame's middle line
-    (None: anywhere they fit)."""
+    (None: anywhere they fit). `wrap`: a world that wraps around at the borders, where a moving
+    pair's path may be anywhere along its axis and its two shapes pass the same point half way
+    through, so each clip is the other played backwards, and any 16 frames of a long path are a
+    clip of this world (the ordinary world's clips always start at an edge)."""
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(SHAPES))
     radius = float(rng.uniform(*RADIUS))
@@ -97,6 +112,15 @@ def random_pair(
         cross = SIZE / 2 + float(rng.uniform(-cross_spread, cross_spread))
     direction = str(rng.choice(list(DIRECTIONS)))
     step = travel / (FRAMES - 1)
+    if wrap:
+        middle = float(rng.uniform(0, SIZE))
+        first, second = (
+            ClipSpec(colour, shape, way, radius, _wrapped_start(way, middle, cross, travel), step, wrap=True)
+            for way in (direction, OPPOSITE[direction])
+        )
+        if rng.random() < static_share:
+            second = ClipSpec(colour, shape, STATIC, radius, first.centre((FRAMES - 1) / 2), 0.0, wrap=True)
+        return first, second
     first = ClipSpec(colour, shape, direction, radius, _start(direction, radius, travel, jitter, cross), step)
     if rng.random() < static_share:
         spot = (
@@ -119,10 +143,11 @@ def render(spec: ClipSpec, frames: int = FRAMES, size: int = SIZE) -> np.ndarray
     out = np.empty((frames, 3, size, size), np.float32)
     for f in range(frames):
         cx, cy = spec.centre(f, frames, size)
-        if spec.shape == "ball":
-            distance = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
-        else:
-            distance = np.maximum(np.abs(xx - cx), np.abs(yy - cy))
+        ox, oy = xx - cx, yy - cy
+        if spec.wrap:  # the offset to the nearest copy of the centre on the torus
+            ox, oy = ((o + size / 2) % size - size / 2 for o in (ox, oy))
+        ball = spec.shape == "ball"
+        distance = np.sqrt(ox**2 + oy**2) if ball else np.maximum(np.abs(ox), np.abs(oy))
         cover = np.clip(radius + 0.5 - distance, 0, 1)[None]
         out[f] = background[:, None, None] * (1 - cover) + colour[:, None, None] * cover
     return out

@@ -58,6 +58,25 @@ class ClipReading:
     visible: float  # share of frames with a shape
     centroids: list[tuple[float, float] | None]
     colours: list[str | None]
+    size: tuple[int, int] = (data.SIZE, data.SIZE)  # width, height: the period of the centres
+
+    def move(self, a: int, b: int) -> tuple[float, float]:
+        """From frame a's centre to frame b's, the short way round (see `circular_centre`)."""
+        (xa, ya), (xb, yb) = self.centroids[a], self.centroids[b]
+        return wrapped(xb - xa, self.size[0]), wrapped(yb - ya, self.size[1])
+
+
+def wrapped(offset: float, period: float) -> float:
+    return (offset + period / 2) % period - period / 2
+
+
+def circular_centre(positions: np.ndarray, period: int) -> float:
+    """The mean of pixel positions taken on a circle of the frame's size: a shape that leaves on one
+    side and comes in on the other (a model may draw a world that wraps) has its centre where it
+    is, not between its two halves; for a shape away from the borders it is the ordinary mean."""
+    angle = positions * (2 * np.pi / period)
+    mean = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean())
+    return float(mean * period / (2 * np.pi) % period)
 
 
 def _nearest_colour(pixel: np.ndarray) -> str:
@@ -81,18 +100,22 @@ def analyse(frames: np.ndarray) -> ClipReading:
             centroids.append(None)
             colours.append(None)
             continue
-        centroids.append((float(xx[mask].mean()), float(yy[mask].mean())))
+        centroids.append((circular_centre(xx[mask], width), circular_centre(yy[mask], height)))
         mean = frame[mask].astype(np.float32).mean(axis=0)
         colours.append(_nearest_colour(mean))
         pixels.append(frame[mask].astype(np.float32))
     seen = [i for i, c in enumerate(centroids) if c is not None]
+    size = (width, height)
     if not seen:
-        return ClipReading(None, data.STATIC, 0.0, 0.0, centroids, colours)
+        return ClipReading(None, data.STATIC, 0.0, 0.0, centroids, colours, size)
     colour = _nearest_colour(np.concatenate(pixels).mean(axis=0))
     if len(seen) < 2:
-        return ClipReading(colour, data.STATIC, 0.0, 1 / count, centroids, colours)
+        return ClipReading(colour, data.STATIC, 0.0, 1 / count, centroids, colours, size)
     t = np.asarray(seen, np.float64)
+    # The path unwrapped: each centre reached from the one before by the short way round.
     points = np.asarray([centroids[i] for i in seen], np.float64)
+    for axis, period in enumerate(size):
+        points[:, axis] = np.unwrap(points[:, axis], period=period)
     slope_x, slope_y = (np.polyfit(t, points[:, axis], 1)[0] for axis in (0, 1))
     span = count - 1
     travel = float(np.hypot(slope_x, slope_y) * span)
@@ -103,7 +126,7 @@ def analyse(frames: np.ndarray) -> ClipReading:
         direction = "right" if slope_x > 0 else "left"
     else:
         direction = "down" if slope_y > 0 else "up"
-    return ClipReading(colour, direction, travel, len(seen) / count, centroids, colours)
+    return ClipReading(colour, direction, travel, len(seen) / count, centroids, colours, size)
 
 
 def jumps(reading: ClipReading, step: float) -> list[int]:
@@ -116,7 +139,7 @@ def jumps(reading: ClipReading, step: float) -> list[int]:
             if c[i] is None and c[i - 1] is not None and i + 1 < len(c) and c[i + 1] is not None:
                 out.append(i)
             continue
-        if np.hypot(c[i][0] - c[i - 1][0], c[i][1] - c[i - 1][1]) > JUMP_STEPS * step:
+        if np.hypot(*reading.move(i - 1, i)) > JUMP_STEPS * step:
             out.append(i)
     return out
 
@@ -127,7 +150,12 @@ def forward_share(reading: ClipReading, direction: str, step: float) -> float:
     has no jumps, and a video that loops must come back somewhere."""
     dx, dy = data.DIRECTIONS[direction]
     c = reading.centroids
-    moves = [(b[0] - a[0]) * dx + (b[1] - a[1]) * dy for a, b in itertools.pairwise(c) if a and b]
+    moves = [
+        mx * dx + my * dy
+        for i in range(1, len(c))
+        if c[i] and c[i - 1]
+        for mx, my in [reading.move(i - 1, i)]
+    ]
     return float(np.mean([m >= 0.5 * step for m in moves])) if moves else 0.0
 
 
@@ -242,6 +270,7 @@ def word_dependence(
     pairs: int = 12,
     timesteps: tuple[int, ...] = (200, 500, 800, 950),
     seed: int = 123,
+    backwards: bool = False,
 ) -> dict[str, dict[int, float]]:
     """Mean ratio of the denoising loss with a wrong word to the loss with the right caption, per
     word ("direction": the pair's opposite direction, "colour": another colour) and timestep, over
@@ -255,7 +284,12 @@ def word_dependence(
 
     And "frame_order": `frame_order_spread` on the noisy clip's first frame repeated, so that only
     the positional encoding tells the frames apart. Near 0, the network hardly knows which frame
-    comes first, and without that it cannot turn "right" into a path that goes right."""
+    comes first, and without that it cannot turn "right" into a path that goes right.
+
+    With `backwards`, the pairs come from the wrapping world (`data.random_pair`'s `wrap`, the
+    middle line within 2 px) and both clips get the first clip's noisy frames as input, which is
+    the second clip played backwards, against the noise that leaves each real clip: what
+    `train.py --focus-reverse-above` asks. Only the direction word tells the two targets apart."""
     import torch
 
     from animdiff.demo.model import weights_dir
@@ -275,7 +309,10 @@ def word_dependence(
     measures: dict[str, dict[int, list[float]]] = {name: {} for name in names}
     with torch.no_grad():
         for _ in range(pairs):
-            pair = data.random_pair(rng, static_share=0.0)
+            if backwards:
+                pair = data.random_pair(rng, static_share=0.0, cross_spread=2.0, wrap=True)
+            else:
+                pair = data.random_pair(rng, static_share=0.0)
             latents, _ = clip_latents(model.vae, pair)
             path_norms = (latents - latents.mean(dim=(2, 3, 4), keepdim=True)).flatten(1).norm(dim=1).tolist()
             right = encode([spec.caption for spec in pair])
@@ -289,13 +326,17 @@ def word_dependence(
                 noise = torch.randn((1, *latents.shape[1:]), generator=generator).expand_as(latents)
                 a = schedule[t]
                 noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+                target = noise
+                if backwards:  # both see the first clip: the second's frames in reverse
+                    noisy = noisy[:1].expand_as(noisy)
+                    target = (noisy - a.sqrt() * latents) / (1 - a).sqrt()
                 steps = torch.full((2,), t)
-                base = (network(noisy, steps, right) - noise).pow(2).mean().item()
+                base = (network(noisy, steps, right) - target).pow(2).mean().item()
                 measures["frame_order"].setdefault(t, []).append(
                     frame_order_spread(network, noisy, steps, right)
                 )
                 for word, context in wrong.items():
-                    loss = (network(noisy, steps, context) - noise).pow(2).mean().item()
+                    loss = (network(noisy, steps, context) - target).pow(2).mean().item()
                     measures[word].setdefault(t, []).append(loss / base)
                 for norm in path_norms:
                     measures["path_snr"].setdefault(t, []).append(float((a / (1 - a)).sqrt()) * norm)
@@ -377,12 +418,17 @@ def main(argv: list[str] | None = None) -> None:
             " the path stands out of the noise, and how well the network tells the frames' order"
         ),
     )
+    parser.add_argument(
+        "--backwards",
+        action="store_true",
+        help="with --word-dependence: wrapping-world pairs, both given the first clip (the second backwards)",
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(2)
     if args.word_dependence:
-        result = word_dependence(args.weights)
+        result = word_dependence(args.weights, backwards=args.backwards)
     else:
         report = measure(
             make_animator(args.weights),

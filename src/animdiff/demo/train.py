@@ -69,6 +69,12 @@ class TrainSettings:
     #: From this timestep up the input holds no clip (pure noise, as sampling's first step gives) and
     #: the target is the noise that implies the real clip; 1000: never.
     blind_above: int = TRAIN_TIMESTEPS
+    #: From this timestep up one clip of each pair gets the clip played backwards as its input (the
+    #: target is the noise that leaves the real clip), so only the direction word says which order
+    #: to keep; 1000: never.
+    reverse_above: int = TRAIN_TIMESTEPS
+    #: Clips from the world that wraps around at the borders (`data.random_pair`'s `wrap`).
+    wrap: bool = False
     #: Train the text encoder too (False: it keeps its random initialisation, see train_denoiser).
     train_text_encoder: bool = False
     #: Stage 3 (`focus_steps=0`: none): from the stage-2 weights as stored, blind at the top of the
@@ -83,6 +89,8 @@ class TrainSettings:
     focus_pairs: int = 512
     focus_cross_spread: float | None = 2.0
     focus_blind_above: int = 900
+    focus_reverse_above: int = TRAIN_TIMESTEPS
+    focus_wrap: bool = False
     ema: float = 0.999
     snapshot_every: int = 0  # also write the EMA weights every N steps (to <out>-step<N>), 0: never
 
@@ -167,7 +175,7 @@ def clip_latents(vae: torch.nn.Module, specs: Sequence[data.ClipSpec]) -> tuple[
 def encode_pool(vae: torch.nn.Module, settings: TrainSettings, rng: np.random.Generator) -> EncodedPool:
     means, stds, captions = [], [], []
     for _ in tqdm(range(settings.pairs), desc="clips", unit="pair"):
-        pair = data.random_pair(rng, cross_spread=settings.cross_spread)
+        pair = data.random_pair(rng, cross_spread=settings.cross_spread, wrap=settings.wrap)
         mean, std = clip_latents(vae, pair)
         means.append(mean)
         stds.append(std)
@@ -241,7 +249,13 @@ def train_denoiser(
         span = TRAIN_TIMESTEPS - settings.min_timestep
         t = (settings.min_timestep + u**settings.high_noise_power * span).long().clamp(0, TRAIN_TIMESTEPS - 1)
         t = t.repeat_interleave(2)
-        noisy, target = noised(latents, noise, schedule[t], blind=t >= settings.blind_above)
+        backwards = None
+        if settings.reverse_above < TRAIN_TIMESTEPS:  # drawn only then: stage 2 keeps its random stream
+            first = torch.rand(settings.batch_pairs, generator=generator) < 0.5
+            backwards = torch.stack([first, ~first], dim=1).reshape(-1) & (t >= settings.reverse_above)
+        noisy, target = noised(
+            latents, noise, schedule[t], blind=t >= settings.blind_above, backwards=backwards
+        )
         with torch.set_grad_enabled(settings.train_text_encoder):
             context = frame_context(text_encoder, tokens, captions)
         prediction = network(noisy, t, context)
@@ -270,7 +284,11 @@ def train_denoiser(
 
 
 def noised(
-    latents: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, blind: torch.Tensor
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    alpha_bar: torch.Tensor,
+    blind: torch.Tensor,
+    backwards: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The network's input and the noise it should predict, per clip.
 
@@ -280,12 +298,20 @@ def noised(
     reads the clip's path out of it, and at sampling reads a path out of the seed's noise instead
     of drawing the caption's. The target is then the noise that, taken from this input, leaves the
     real clip, so the caption alone must say where the clip goes.
+
+    Where `backwards`, the input holds the clip played backwards (frames reversed) and the target is
+    again the noise that leaves the real clip: the input says where the shape is and which path it
+    is on, and only the direction word which way along it.
     """
     a = alpha_bar.view(-1, 1, 1, 1, 1)
-    ordinary = a.sqrt() * latents + (1 - a).sqrt() * noise
+    reversed_ = torch.zeros_like(blind) if backwards is None else backwards
+    reversed_ = reversed_.view(-1, 1, 1, 1, 1)
     blind = blind.view(-1, 1, 1, 1, 1)
-    noisy = torch.where(blind, noise, ordinary)
-    target = torch.where(blind, (noise - a.sqrt() * latents) / (1 - a).sqrt(), noise)
+    signal = torch.where(reversed_, latents.flip(2), latents)
+    noisy = torch.where(blind, noise, a.sqrt() * signal + (1 - a).sqrt() * noise)
+    # Where the input is the clip as it is, its own noise (bit for bit what stage 2 always trained on).
+    implied = (noisy - a.sqrt() * latents) / (1 - a).sqrt()
+    target = torch.where(blind | reversed_, implied, noise)
     return noisy, target
 
 
@@ -337,6 +363,8 @@ def focus_settings(settings: TrainSettings) -> TrainSettings:
         pairs=settings.focus_pairs,
         cross_spread=settings.focus_cross_spread,
         blind_above=settings.focus_blind_above,
+        reverse_above=settings.focus_reverse_above,
+        wrap=settings.focus_wrap,
         snapshot_every=0,
     )
 
