@@ -71,6 +71,29 @@ def test_training_is_seeded_and_stage_3_resumes_from_written_weights(tmp_path: P
     load_motion_module(full["motion_module"])
 
 
+def test_stage_3_turns_one_clip_of_each_pair_round_from_reverse_above(monkeypatch, tmp_path: Path) -> None:
+    """`--focus-reverse-above 0`: every stage-3 step gives exactly one clip of each pair its clip
+    played backwards; stage 2 (its default, never) asks for none."""
+    from animdiff.demo import train as train_module
+
+    asked = []
+    real = train_module.noised
+
+    def spy(latents, noise, alpha_bar, blind, backwards=None):
+        asked.append(backwards)
+        return real(latents, noise, alpha_bar, blind, backwards=backwards)
+
+    monkeypatch.setattr(train_module, "noised", spy)
+    tiny = TrainSettings(
+        threads=1, vae_steps=2, vae_batch=4, pairs=2, steps=2, batch_pairs=2, focus_steps=3, focus_pairs=2
+    )
+    train(replace(tiny, focus_reverse_above=0, focus_wrap=True), tmp_path / "out")
+    assert asked[:2] == [None, None]
+    assert len(asked) == 5
+    for backwards in asked[2:]:
+        assert backwards.view(-1, 2).sum(dim=1).tolist() == [1, 1]
+
+
 def test_the_shipped_weights_are_small_and_in_the_package() -> None:
     folder = demo.weights_dir()
     files = [folder / "Stable-diffusion" / demo.CHECKPOINT_NAME, folder / "AnimateDiff" / demo.MOTION_NAME]

@@ -67,6 +67,7 @@ class ClipReading:
 
 
 def wrapped(offset: float, period: float) -> float:
+    """`offset` brought into [-period / 2, period / 2): the short way round a circle."""
     return (offset + period / 2) % period - period / 2
 
 
@@ -150,12 +151,7 @@ def forward_share(reading: ClipReading, direction: str, step: float) -> float:
     has no jumps, and a video that loops must come back somewhere."""
     dx, dy = data.DIRECTIONS[direction]
     c = reading.centroids
-    moves = [
-        mx * dx + my * dy
-        for i in range(1, len(c))
-        if c[i] and c[i - 1]
-        for mx, my in [reading.move(i - 1, i)]
-    ]
+    moves = [float(np.dot(reading.move(i - 1, i), (dx, dy))) for i in range(1, len(c)) if c[i] and c[i - 1]]
     return float(np.mean([m >= 0.5 * step for m in moves])) if moves else 0.0
 
 
@@ -293,7 +289,14 @@ def word_dependence(
     import torch
 
     from animdiff.demo.model import weights_dir
-    from animdiff.demo.train import CaptionTokens, alphas_cumprod, clip_latents, frame_context, load_demo
+    from animdiff.demo.train import (
+        CaptionTokens,
+        alphas_cumprod,
+        clip_latents,
+        frame_context,
+        load_demo,
+        noised,
+    )
 
     model = load_demo(weights or weights_dir())
     network = demo_network(model)
@@ -325,11 +328,9 @@ def word_dependence(
             for t in timesteps:
                 noise = torch.randn((1, *latents.shape[1:]), generator=generator).expand_as(latents)
                 a = schedule[t]
-                noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-                target = noise
-                if backwards:  # both see the first clip: the second's frames in reverse
-                    noisy = noisy[:1].expand_as(noisy)
-                    target = (noisy - a.sqrt() * latents) / (1 - a).sqrt()
+                # With `backwards` the second clip is turned round: both then show the first clip.
+                turned = torch.tensor([False, backwards])
+                noisy, target = noised(latents, noise, a.expand(2), torch.zeros(2, dtype=torch.bool), turned)
                 steps = torch.full((2,), t)
                 base = (network(noisy, steps, right) - target).pow(2).mean().item()
                 measures["frame_order"].setdefault(t, []).append(
