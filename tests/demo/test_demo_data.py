@@ -204,12 +204,15 @@ def test_the_evaluator_passes_its_options_and_writes_either_report(monkeypatch, 
     evaluate.main(
         [
             *("--seeds", "2", "--overlap", "8", "--long-prompts", "1", "--closed-loop", "N"),
+            *("--long-frames", "48", "--long-seeds", "3"),
             *("--fuse", "pyramid", "--json", str(tmp_path / "a.json")),
         ]
     )
     assert seen == {
         "seeds": (0, 1),
         "long_prompts": 1,
+        "long_frames": 48,
+        "long_seeds": (0, 1, 2),
         "long_overlap": 8,
         "long_closed_loop": "N",
         "long_fuse": "pyramid",
@@ -238,7 +241,7 @@ def test_the_long_video_settings_reach_the_renderer_and_the_short_clips_keep_the
     calls: list[dict] = []
 
     def fake_render(animator, prompt: str, seed: int, **overrides):
-        calls.append(overrides)
+        calls.append((overrides, seed))
         return as_frames(data.render(spec, frames=int(overrides.get("frames", data.FRAMES))))
 
     monkeypatch.setattr(evaluate, "render", fake_render)
@@ -249,12 +252,15 @@ def test_the_long_video_settings_reach_the_renderer_and_the_short_clips_keep_the
         seeds=(0,),
         long_frames=24,
         long_prompts=1,
+        long_seeds=(0, 5),
         long_overlap=6,
         long_closed_loop="N",
         long_fuse="pyramid",
     )
-    assert calls == [{}, {"frames": 24, "context": 16, "overlap": 6, "closed_loop": "N", "fuse": "pyramid"}]
+    long = {"frames": 24, "context": 16, "overlap": 6, "closed_loop": "N", "fuse": "pyramid"}
+    assert calls == [({}, 0), (long, 0), (long, 5)]
     assert report.direction_accuracy == 1.0 and report.long_videos[0]["forward"] == 1.0
+    assert [video["seed"] for video in report.long_videos] == [0, 5]
 
 
 def test_the_evaluators_help_names_the_defaults_animdiff_generate_uses(capsys) -> None:

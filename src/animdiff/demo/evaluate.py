@@ -199,6 +199,7 @@ def measure(
     shape: str = "ball",
     long_frames: int = 64,
     long_prompts: int = 4,
+    long_seeds: tuple[int, ...] = (0,),
     long_overlap: int = -1,
     long_closed_loop: str | None = None,  # None: animdiff generate's default
     long_fuse: str | None = None,  # None: animdiff generate's default
@@ -226,13 +227,15 @@ def measure(
     long = {"frames": long_frames, "context": 16, "overlap": long_overlap}
     given = {"closed_loop": long_closed_loop, "fuse": long_fuse}
     long.update({name: value for name, value in given.items() if value is not None})
-    for colour, direction in list(zip(colours, directions, strict=False))[:long_prompts]:
+    long_pairs = list(zip(colours, directions, strict=False))[:long_prompts]
+    for (colour, direction), seed in itertools.product(long_pairs, long_seeds):
         prompt = data.caption(colour, shape, direction)
-        reading = analyse(render(animator, prompt, 0, **long))
+        reading = analyse(render(animator, prompt, seed, **long))
         seen = [c for c in reading.colours if c is not None]
         long_videos.append(
             {
                 "prompt": prompt,
+                "seed": seed,
                 "frames": long_frames,
                 "visible": reading.visible,
                 "colour_kept": rate([c == colour for c in seen]),
@@ -392,22 +395,26 @@ def main(argv: list[str] | None = None) -> None:
         default=len(EVAL_SEEDS),
         help="seeds per prompt (0, 1, ...)",
     )
-    parser.add_argument("--long-prompts", type=int, default=4, help="64-frame videos to check for seam jumps")
+    parser.add_argument("--long-prompts", type=int, default=4, help="long videos' prompts (seam jumps)")
+    parser.add_argument("--long-frames", type=int, default=64, help="frames of each long video (context 16)")
     parser.add_argument(
-        "--overlap", type=int, default=-1, help="context overlap for the 64-frame videos (-1: context // 4)"
+        "--long-seeds", type=_at_least_one, default=1, help="seeds per long-video prompt (0, 1, ...)"
+    )
+    parser.add_argument(
+        "--overlap", type=int, default=-1, help="context overlap for the long videos (-1: context // 4)"
     )
     parser.add_argument(
         "--closed-loop",
         choices=CLOSED_LOOP_MODES,
         default=None,
-        help="closed loop for the 64-frame videos (default: animdiff generate's, "
+        help="closed loop for the long videos (default: animdiff generate's, "
         f"{_generate_default('closed_loop')})",
     )
     parser.add_argument(
         "--fuse",
         choices=FUSE_METHODS,
         default=None,
-        help="how the 64-frame videos' windows combine (default: animdiff generate's, "
+        help="how the long videos' windows combine (default: animdiff generate's, "
         f"{_generate_default('fuse')})",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
@@ -435,6 +442,8 @@ def main(argv: list[str] | None = None) -> None:
             make_animator(args.weights),
             seeds=tuple(range(args.seeds)),
             long_prompts=args.long_prompts,
+            long_frames=args.long_frames,
+            long_seeds=tuple(range(args.long_seeds)),
             long_overlap=args.overlap,
             long_closed_loop=args.closed_loop,
             long_fuse=args.fuse,
