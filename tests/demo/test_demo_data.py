@@ -190,6 +190,14 @@ def test_the_evaluator_refuses_zero_seeds(capsys) -> None:
     assert "--seeds: must be 1 or more" in capsys.readouterr().err
 
 
+def test_the_evaluator_refuses_long_videos_without_seams(capsys) -> None:
+    from animdiff.demo.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main(["--long-frames", "16"])
+    assert "--long-frames: must be more than the context, 16" in capsys.readouterr().err
+
+
 def test_the_evaluator_passes_its_options_and_writes_either_report(monkeypatch, tmp_path) -> None:
     from animdiff.demo import evaluate
 

@@ -48,6 +48,8 @@ JUMP_STEPS = 3.0
 EVAL_COLOURS = tuple(data.COLOURS)
 EVAL_DIRECTIONS = tuple(data.DIRECTIONS)
 EVAL_SEEDS = (0, 1, 2, 3)
+#: The long videos' context batch size (the target's "64 frames at context 16").
+LONG_CONTEXT = 16
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def measure(
         for d in directions
     }
     long_videos = []
-    long = {"frames": long_frames, "context": 16, "overlap": long_overlap}
+    long = {"frames": long_frames, "context": LONG_CONTEXT, "overlap": long_overlap}
     given = {"closed_loop": long_closed_loop, "fuse": long_fuse}
     long.update({name: value for name, value in given.items() if value is not None})
     long_pairs = list(zip(colours, directions, strict=False))[:long_prompts]
@@ -369,6 +371,15 @@ def frame_order_spread(
     return float((out - out.mean(dim=2, keepdim=True)).norm() / out.norm())
 
 
+def _longer_than_context(text: str) -> int:
+    value = int(text)
+    if value <= LONG_CONTEXT:
+        raise argparse.ArgumentTypeError(
+            f"must be more than the context, {LONG_CONTEXT} (a shorter video has no seams), got {value}"
+        )
+    return value
+
+
 def _at_least_one(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -396,7 +407,12 @@ def main(argv: list[str] | None = None) -> None:
         help="seeds per prompt (0, 1, ...)",
     )
     parser.add_argument("--long-prompts", type=int, default=4, help="long videos' prompts (seam jumps)")
-    parser.add_argument("--long-frames", type=int, default=64, help="frames of each long video (context 16)")
+    parser.add_argument(
+        "--long-frames",
+        type=_longer_than_context,
+        default=64,
+        help=f"frames of each long video (context {LONG_CONTEXT})",
+    )
     parser.add_argument(
         "--long-seeds", type=_at_least_one, default=1, help="seeds per long-video prompt (0, 1, ...)"
     )
