@@ -35,6 +35,16 @@ def test_flags_override_the_demo_defaults() -> None:
     assert params.sampler == DEMO_DEFAULTS["sampler"] and params.steps == DEMO_DEFAULTS["steps"]
 
 
+def test_the_demos_long_video_settings_are_its_own_and_flags_still_win() -> None:
+    """Its windows are averaged, 4 frames apart, without a loop (demo/defaults.py says why)."""
+    args = build_parser().parse_args(["generate", "--demo", "x", "--frames", "48"])
+    params = params_from_args(args)
+    assert (params.closed_loop, params.fuse, params.overlap) == ("N", "pyramid", 12)
+    flags = ["--closed-loop", "R-P", "--fuse", "overwrite", "--overlap", "-1"]
+    params = params_from_args(build_parser().parse_args(["generate", "--demo", "x", *flags]))
+    assert (params.closed_loop, params.fuse, params.overlap) == ("R-P", "overwrite", -1)
+
+
 def test_demo_with_a_models_folder_is_refused(tmp_path: Path, capsys) -> None:
     code = main(["generate", "--demo", "x", "--models-dir", str(tmp_path), "--out", str(tmp_path / "o")])
     assert code == 1

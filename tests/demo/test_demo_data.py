@@ -271,12 +271,37 @@ def test_the_long_video_settings_reach_the_renderer_and_the_short_clips_keep_the
     assert [video["seed"] for video in report.long_videos] == [0, 5]
 
 
-def test_the_evaluators_help_names_the_defaults_animdiff_generate_uses(capsys) -> None:
+def test_the_evaluators_help_names_the_demo_models_long_video_defaults(capsys) -> None:
+    from animdiff.demo.defaults import DEMO_DEFAULTS
     from animdiff.demo.evaluate import main
-    from animdiff.params import Params
 
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for name in ("closed_loop", "fuse"):
-        assert f"animdiff generate's, {Params.model_fields[name].default})" in text
+    for name in ("overlap", "closed_loop", "fuse"):
+        assert f"the demo model's, {DEMO_DEFAULTS[name]})" in text
+
+
+def test_long_videos_left_to_their_defaults_render_with_the_demo_models_own(monkeypatch) -> None:
+    from animdiff.demo import evaluate
+
+    spec = data.ClipSpec("red", "ball", "right", 7.0, (12.0, 32.0), 2.2)
+    params = []
+
+    def fake_render(animator, prompt: str, seed: int, **overrides):
+        params.append(evaluate.demo_params(prompt, seed, **overrides))
+        return as_frames(data.render(spec, frames=int(overrides.get("frames", data.FRAMES))))
+
+    monkeypatch.setattr(evaluate, "render", fake_render)
+    evaluate.measure(
+        None, colours=("red",), directions=("right",), seeds=(0,), long_frames=24, long_prompts=1
+    )
+    short, long = params
+    assert (long.frames, long.context, long.overlap, long.closed_loop, long.fuse) == (
+        24,
+        16,
+        12,
+        "N",
+        "pyramid",
+    )
+    assert (short.frames, short.context) == (16, 16)

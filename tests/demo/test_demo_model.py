@@ -94,6 +94,28 @@ def test_stage_3_turns_one_clip_of_each_pair_round_from_reverse_above(monkeypatc
         assert backwards.view(-1, 2).sum(dim=1).tolist() == [1, 1]
 
 
+def test_stage_3_picks_the_blind_tops_clips_from_the_noise_when_asked(monkeypatch, tmp_path: Path) -> None:
+    """`--focus-pick`: every stage-3 step asks `suggested_clips` for exactly its blind rows; stage 2
+    (and a stage 3 without it) never does."""
+    from animdiff.demo import train as train_module
+
+    asked = []
+    real = train_module.suggested_clips
+
+    def spy(pool, captions, latents, noise, alpha_bar, where):
+        asked.append(where.clone())
+        return real(pool, captions, latents, noise, alpha_bar, where)
+
+    monkeypatch.setattr(train_module, "suggested_clips", spy)
+    tiny = TrainSettings(
+        threads=1, vae_steps=2, vae_batch=4, pairs=2, steps=2, batch_pairs=2, focus_steps=3, focus_pairs=4
+    )
+    train(replace(tiny, focus_blind_above=0), tmp_path / "plain")
+    assert asked == []
+    train(replace(tiny, focus_blind_above=0, focus_pick=True, focus_wrap=True), tmp_path / "picked")
+    assert len(asked) == 3 and all(bool(where.all()) for where in asked)
+
+
 def test_the_shipped_weights_are_small_and_in_the_package() -> None:
     folder = demo.weights_dir()
     files = [folder / "Stable-diffusion" / demo.CHECKPOINT_NAME, folder / "AnimateDiff" / demo.MOTION_NAME]
@@ -190,12 +212,14 @@ def test_stage_3_takes_its_own_blind_and_cross_settings() -> None:
         focus_high_noise_power=0.25,
         focus_reverse_above=300,
         focus_wrap=True,
+        focus_pick=True,
     )
     stage_2 = (settings.blind_above, settings.cross_spread, settings.high_noise_power)
-    assert stage_2 == (1000, None, 0.5) and (settings.reverse_above, settings.wrap) == (1000, False)
+    assert stage_2 == (1000, None, 0.5)
+    assert (settings.reverse_above, settings.wrap, settings.pick) == (1000, False, False)
     focus = focus_settings(settings)
     assert (focus.blind_above, focus.cross_spread, focus.high_noise_power) == (950, 3.0, 0.25)
-    assert (focus.reverse_above, focus.wrap) == (300, True)
+    assert (focus.reverse_above, focus.wrap, focus.pick) == (300, True, True)
 
 
 def test_the_training_command_line_reaches_every_setting(monkeypatch, tmp_path: Path) -> None:
@@ -220,6 +244,7 @@ def test_the_training_command_line_reaches_every_setting(monkeypatch, tmp_path: 
             "--focus-wrap",
             "--focus-reverse-above",
             "300",
+            "--focus-pick",
         ]
     )
     assert seen["settings"] == replace(
@@ -229,6 +254,37 @@ def test_the_training_command_line_reaches_every_setting(monkeypatch, tmp_path: 
         focus_steps=0,
         focus_wrap=True,
         focus_reverse_above=300,
+        focus_pick=True,
     )
     with pytest.raises(SystemExit):
         train_module.main(["--focus-cross-spread", "wide"])
+
+
+def test_a_picked_clip_is_the_likeliest_of_its_captions_clips_to_have_given_the_noise() -> None:
+    """`suggested_clips` against the likelihood written out: the input is sqrt(a) clip + sqrt(1 - a)
+    noise, so the likeliest clip is the one nearest the input after scaling by sqrt(a) (float64);
+    only rows asked for change, a travel keyframe's commas name the same clips, an empty caption
+    may take any clip."""
+    from animdiff.demo.train import EncodedPool, suggested_clips
+
+    generator = torch.Generator().manual_seed(0)
+    shape = (4, 16, 8, 8)
+    means = torch.randn((12, *shape), generator=generator, dtype=torch.float64)
+    captions = ["a red ball moving right", "a red ball moving left", "a static blue square"] * 4
+    pool = EncodedPool(means, torch.zeros_like(means), captions)
+    rows = ["a red ball moving right", ", a red ball moving left, ", "", "a static blue square"]
+    latents = torch.zeros((4, *shape), dtype=torch.float64)
+    noise = torch.randn((4, *shape), generator=generator, dtype=torch.float64)
+    alpha_bar = torch.tensor([0.002, 0.01, 0.3, 0.002], dtype=torch.float64)
+    where = torch.tensor([True, True, True, False])
+    picked = suggested_clips(pool, rows, latents, noise, alpha_bar, where)
+    for row, text in enumerate(rows[:3]):
+        allowed = [i for i, c in enumerate(captions) if not text or c == text.strip(", ")]
+        distance = [(noise[row] - alpha_bar[row].sqrt() * means[i]).pow(2).sum().item() for i in allowed]
+        nearest = allowed[min(range(len(allowed)), key=distance.__getitem__)]
+        assert torch.equal(picked[row], means[nearest]), row
+    assert torch.equal(picked[3], latents[3])
+    # The noise decides: another draw picks another clip of the same caption for some row.
+    another = torch.randn(noise.shape, generator=generator, dtype=torch.float64)
+    other = suggested_clips(pool, rows, latents, another, alpha_bar, where)
+    assert not torch.equal(other[:3], picked[:3])

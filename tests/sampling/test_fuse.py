@@ -104,6 +104,27 @@ def test_weighted_uncovered_frames_stay_zero() -> None:
     assert torch.equal(result[[1, 2]], torch.full((2, 3), 5.0))
 
 
+@pytest.mark.parametrize("method", ["flat", "pyramid"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_frame_only_one_window_covered_keeps_its_output_bit_for_bit(
+    method: str, dtype: torch.dtype
+) -> None:
+    """Weighting by 3 and dividing by 3 rounds many float32 values; a video that fits one window
+    must come out the same under every fuse method, and so must a frame one window alone holds."""
+    values = torch.randn(16, 4, 8, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
+    alone = WindowFuser(method, torch.zeros_like(values))
+    alone.add(list(range(16)), values)
+    assert torch.equal(alone.result(), values)
+    scaled = (values.float() * 3 / 3).to(dtype)
+    assert method == "flat" or dtype == torch.float16 or not torch.equal(scaled, values)  # it would round
+    shared = WindowFuser(method, torch.zeros(20, 4, 8, 8, dtype=dtype))
+    shared.add(list(range(16)), values)
+    shared.add(list(range(4, 20)), values.flip(0))
+    fused = shared.result()
+    assert torch.equal(fused[:4], values[:4]) and torch.equal(fused[16:], values.flip(0)[12:])
+    assert not torch.equal(fused[4:16], values[4:16])  # shared frames are still weighted means
+
+
 @pytest.mark.numerics
 def test_weighted_half_outputs_come_back_half() -> None:
     fuser = WindowFuser("flat", torch.zeros(2, 2, dtype=torch.float16))

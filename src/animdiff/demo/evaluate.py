@@ -202,9 +202,9 @@ def measure(
     long_frames: int = 64,
     long_prompts: int = 4,
     long_seeds: tuple[int, ...] = (0,),
-    long_overlap: int = -1,
-    long_closed_loop: str | None = None,  # None: animdiff generate's default
-    long_fuse: str | None = None,  # None: animdiff generate's default
+    long_overlap: int | None = None,  # None: the demo model's own (demo.defaults)
+    long_closed_loop: str | None = None,  # None: the demo model's own
+    long_fuse: str | None = None,  # None: the demo model's own
 ) -> Report:
     started = time.monotonic()
     rows = []
@@ -226,8 +226,8 @@ def measure(
         for d in directions
     }
     long_videos = []
-    long = {"frames": long_frames, "context": LONG_CONTEXT, "overlap": long_overlap}
-    given = {"closed_loop": long_closed_loop, "fuse": long_fuse}
+    long = {"frames": long_frames, "context": LONG_CONTEXT}
+    given = {"overlap": long_overlap, "closed_loop": long_closed_loop, "fuse": long_fuse}
     long.update({name: value for name, value in given.items() if value is not None})
     long_pairs = list(zip(colours, directions, strict=False))[:long_prompts]
     for (colour, direction), seed in itertools.product(long_pairs, long_seeds):
@@ -387,10 +387,10 @@ def _at_least_one(text: str) -> int:
     return value
 
 
-def _generate_default(name: str) -> object:
-    from animdiff.params import Params
+def _demo_default(name: str) -> object:
+    from animdiff.demo.defaults import DEMO_DEFAULTS
 
-    return Params.model_fields[name].default
+    return DEMO_DEFAULTS[name]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -417,21 +417,23 @@ def main(argv: list[str] | None = None) -> None:
         "--long-seeds", type=_at_least_one, default=1, help="seeds per long-video prompt (0, 1, ...)"
     )
     parser.add_argument(
-        "--overlap", type=int, default=-1, help="context overlap for the long videos (-1: context // 4)"
+        "--overlap",
+        type=int,
+        default=None,
+        help=f"context overlap for the long videos (-1: context // 4; default: the demo model's, "
+        f"{_demo_default('overlap')})",
     )
     parser.add_argument(
         "--closed-loop",
         choices=CLOSED_LOOP_MODES,
         default=None,
-        help="closed loop for the long videos (default: animdiff generate's, "
-        f"{_generate_default('closed_loop')})",
+        help=f"closed loop for the long videos (default: the demo model's, {_demo_default('closed_loop')})",
     )
     parser.add_argument(
         "--fuse",
         choices=FUSE_METHODS,
         default=None,
-        help="how the long videos' windows combine (default: animdiff generate's, "
-        f"{_generate_default('fuse')})",
+        help=f"how the long videos' windows combine (default: the demo model's, {_demo_default('fuse')})",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(

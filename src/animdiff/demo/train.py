@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import get_args, get_type_hints
 
@@ -75,6 +76,10 @@ class TrainSettings:
     reverse_above: int = TRAIN_TIMESTEPS
     #: Clips from the world that wraps around at the borders (`data.random_pair`'s `wrap`).
     wrap: bool = False
+    #: Where the input is blind, the clip to draw is the pool's clip of the same caption that the noise
+    #: suggests most (`suggested_clips`), not the pair's own: the place comes from the noise, the rest
+    #: from the caption, as sampling must do it.
+    pick: bool = False
     #: Train the text encoder too (False: it keeps its random initialisation, see train_denoiser).
     train_text_encoder: bool = False
     #: Stage 3 (`focus_steps=0`: none): from the stage-2 weights as stored, blind at the top of the
@@ -91,6 +96,7 @@ class TrainSettings:
     focus_blind_above: int = 900
     focus_reverse_above: int = TRAIN_TIMESTEPS
     focus_wrap: bool = False
+    focus_pick: bool = False
     ema: float = 0.999
     snapshot_every: int = 0  # also write the EMA weights every N steps (to <out>-step<N>), 0: never
 
@@ -157,6 +163,13 @@ class EncodedPool:
     means: torch.Tensor  # (clips, 4, frames, h, w), scaled latents' posterior means
     stds: torch.Tensor
     captions: list[str]  # clips 2i and 2i+1 are a pair
+
+    @cached_property
+    def rows_by_caption(self) -> dict[str, torch.Tensor]:
+        groups: dict[str, list[int]] = {}
+        for i, text in enumerate(self.captions):
+            groups.setdefault(text, []).append(i)
+        return {text: torch.tensor(rows) for text, rows in groups.items()}
 
 
 @torch.no_grad()
@@ -249,6 +262,8 @@ def train_denoiser(
         span = TRAIN_TIMESTEPS - settings.min_timestep
         t = (settings.min_timestep + u**settings.high_noise_power * span).long().clamp(0, TRAIN_TIMESTEPS - 1)
         t = t.repeat_interleave(2)
+        if settings.pick:
+            latents = suggested_clips(pool, captions, latents, noise, schedule[t], t >= settings.blind_above)
         backwards = None
         if settings.reverse_above < TRAIN_TIMESTEPS:  # drawn only then: stage 2 keeps its random stream
             first = torch.rand(settings.batch_pairs, generator=generator) < 0.5
@@ -281,6 +296,44 @@ def train_denoiser(
             _use_weights(model, params, live, trained_state)
     _use_weights(model, params, ema, trained_state)
     return model, float(np.mean(losses[-100:]))
+
+
+def suggested_clips(
+    pool: EncodedPool,
+    captions: list[str],
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    alpha_bar: torch.Tensor,
+    where: torch.Tensor,
+) -> torch.Tensor:
+    """`latents` with each row in `where` replaced by the pool clip of that row's caption (any clip
+    for an empty one) most likely to have given `noise` as its noised input at `alpha_bar`.
+
+    A blind top trained on the pair's own clip learns the mean over every clip of the caption: one
+    fixed clip when the caption fixes the place (the ordinary world's centre line), a blur when it
+    does not (the wrapping world). Sampling, though, starts every context window from its own
+    noise, and a long video needs each window to draw the path its (shared) noise suggests, in the
+    direction the word says: trained on this target the top takes the place from the noise and
+    only the caption's path through it, and neighbouring windows, sharing most of their noise,
+    can agree on one path.
+    """
+    out = latents.clone()
+    for row in torch.nonzero(where).flatten().tolist():
+        text = _plain(captions[row])
+        rows = pool.rows_by_caption.get(text) if text else None
+        candidates = pool.means if rows is None else pool.means[rows]
+        a = alpha_bar[row].double()
+        flat = candidates.flatten(1).double()
+        # log p(input | clip) up to a constant: the input is sqrt(a) clip + sqrt(1 - a) noise.
+        score = a.sqrt() * (flat @ noise[row].flatten().double()) - a / 2 * flat.pow(2).sum(dim=1)
+        best = int(score.argmax())
+        out[row] = candidates[best]
+    return out
+
+
+def _plain(caption: str) -> str:
+    """The pool caption behind a training caption (`_caption` may wrap it in travel commas)."""
+    return caption.strip(", ")
 
 
 def noised(
@@ -365,6 +418,7 @@ def focus_settings(settings: TrainSettings) -> TrainSettings:
         blind_above=settings.focus_blind_above,
         reverse_above=settings.focus_reverse_above,
         wrap=settings.focus_wrap,
+        pick=settings.focus_pick,
         snapshot_every=0,
     )
 

@@ -49,7 +49,10 @@ def _last_positions(indices: list[int]) -> tuple[list[int], list[int]]:
 class WindowFuser:
     """Collects window outputs for all frames of one model evaluation and fuses them per frame.
 
-    Frames no window covered stay zero, as in the reference's output buffer.
+    Frames no window covered stay zero, as in the reference's output buffer. A frame only one
+    window covered keeps that window's output bit for bit under every method: weighting it and
+    dividing the weight out again would round it (3 x / 3 is not always x), so that a video that
+    fits one window would come out differently under "pyramid" than under "overwrite".
     """
 
     def __init__(self, method: str, like: torch.Tensor) -> None:
@@ -63,6 +66,9 @@ class WindowFuser:
         self._weighted = method != "overwrite"
         self._buffer = torch.zeros_like(like, dtype=self._accumulator_dtype(like.dtype))
         self._weight_sums = torch.zeros(self.frames, dtype=self._buffer.dtype, device=like.device)
+        if self._weighted:  # each frame's last output as given, and how many outputs it had
+            self._latest = torch.zeros_like(self._buffer)
+            self._counts = torch.zeros(self.frames, dtype=torch.long, device=like.device)
 
     def _accumulator_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """Weighted sums accumulate in at least float32 so half-precision outputs lose nothing."""
@@ -86,6 +92,7 @@ class WindowFuser:
         shape = (self.frames,) + (1,) * len(self._frame_shape)
         sums = self._weight_sums.reshape(shape)
         fused = torch.where(sums > 0, self._buffer / sums.clamp_min(1e-12), torch.zeros_like(self._buffer))
+        fused = torch.where(self._counts.reshape(shape) == 1, self._latest, fused)
         return fused.to(self._dtype)
 
     def _overwrite(self, indices: list[int], output: torch.Tensor) -> None:
@@ -103,8 +110,11 @@ class WindowFuser:
             window_weights(self.method, len(indices)), dtype=self._buffer.dtype, device=device
         )
         shape = (len(indices),) + (1,) * len(self._frame_shape)
-        self._buffer.index_add_(0, index, output.to(self._buffer) * weights.reshape(shape))
+        rows = output.to(self._buffer)
+        self._buffer.index_add_(0, index, rows * weights.reshape(shape))
         self._weight_sums.index_add_(0, index, weights)
+        self._latest.index_copy_(0, index, rows)
+        self._counts.index_add_(0, index, torch.ones_like(index))
 
     def _check(self, indices: list[int], output: torch.Tensor) -> None:
         """Mismatched windows are programming errors; fail loudly instead of fusing wrong rows."""
