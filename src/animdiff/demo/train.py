@@ -77,8 +77,8 @@ class TrainSettings:
     #: Clips from the world that wraps around at the borders (`data.random_pair`'s `wrap`).
     wrap: bool = False
     #: Where the input is blind, the clip to draw is the pool's clip of the same caption that the noise
-    #: suggests most (`suggested_clips`), not the pair's own: the place comes from the noise, the rest
-    #: from the caption, as sampling must do it.
+    #: suggests most (`suggested_clips`), not the pair's own: the place would come from the noise and
+    #: the rest from the caption, as sampling needs it for long videos (tried; not learnt, see there).
     pick: bool = False
     #: Train the text encoder too (False: it keeps its random initialisation, see train_denoiser).
     train_text_encoder: bool = False
@@ -313,9 +313,10 @@ def suggested_clips(
     fixed clip when the caption fixes the place (the ordinary world's centre line), a blur when it
     does not (the wrapping world). Sampling, though, starts every context window from its own
     noise, and a long video needs each window to draw the path its (shared) noise suggests, in the
-    direction the word says: trained on this target the top takes the place from the noise and
-    only the caption's path through it, and neighbouring windows, sharing most of their noise,
-    can agree on one path.
+    direction the word says. This target asks the top for exactly that, so that neighbouring
+    windows, sharing most of their noise, could agree on one path; 2,400 steps from the shipped
+    weights did not learn it (the network drew the caption's mean and ignored the direction word:
+    README, "Ten ways round it were measured"), and the option stays for further tries.
     """
     out = latents.clone()
     for row in torch.nonzero(where).flatten().tolist():
