@@ -297,11 +297,6 @@ def test_long_videos_left_to_their_defaults_render_with_the_demo_models_own(monk
         None, colours=("red",), directions=("right",), seeds=(0,), long_frames=24, long_prompts=1
     )
     short, long = params
-    assert (long.frames, long.context, long.overlap, long.closed_loop, long.fuse) == (
-        24,
-        16,
-        12,
-        "N",
-        "pyramid",
-    )
+    settings = {name: getattr(long, name) for name in ("frames", "context", "overlap", "closed_loop", "fuse")}
+    assert settings == {"frames": 24, "context": 16, "overlap": 12, "closed_loop": "N", "fuse": "pyramid"}
     assert (short.frames, short.context) == (16, 16)

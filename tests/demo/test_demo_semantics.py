@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from animdiff.demo import data
 from animdiff.demo.evaluate import analyse, jumps, make_animator, render
@@ -85,6 +86,19 @@ def test_closed_loops_end_nearer_their_first_frame(animator) -> None:
         distance[mode] = _frame_distance(frames[-1], frames[0])
     assert distance["A"] < distance["N"]
     assert distance["R+P"] < distance["N"]
+
+
+def test_a_video_that_fits_one_window_is_the_same_at_the_references_long_video_settings(animator) -> None:
+    # The demo's own closed loop, fuse and overlap only change videos longer than the context: the
+    # final latents are equal bit for bit (pixels alone could hide a rounding difference).
+    from animdiff.demo.evaluate import demo_params
+
+    reference = {"closed_loop": "R-P", "fuse": "overwrite", "overlap": -1}
+    own, theirs = (
+        animator.run(demo_params("a red ball moving right", 0, **options), write=False).latents
+        for options in ({}, reference)
+    )
+    assert torch.equal(own, theirs)
 
 
 def test_48_frames_through_context_16_have_no_seam_jump(animator) -> None:

@@ -115,8 +115,8 @@ def test_a_frame_only_one_window_covered_keeps_its_output_bit_for_bit(
     alone = WindowFuser(method, torch.zeros_like(values))
     alone.add(list(range(16)), values)
     assert torch.equal(alone.result(), values)
-    scaled = (values.float() * 3 / 3).to(dtype)
-    assert method == "flat" or dtype == torch.float16 or not torch.equal(scaled, values)  # it would round
+    if (method, dtype) == ("pyramid", torch.float32):  # the premise: weighting and unweighting rounds
+        assert not torch.equal(values * 3 / 3, values)
     shared = WindowFuser(method, torch.zeros(20, 4, 8, 8, dtype=dtype))
     shared.add(list(range(16)), values)
     shared.add(list(range(4, 20)), values.flip(0))
