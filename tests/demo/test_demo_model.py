@@ -57,11 +57,20 @@ def test_rescaling_the_latents_keeps_reconstructions_and_sets_the_spread() -> No
 
 def test_training_is_seeded_and_stage_3_resumes_from_written_weights(tmp_path: Path) -> None:
     tiny = TrainSettings(
-        threads=1, vae_steps=2, vae_batch=4, pairs=2, steps=2, batch_pairs=1, focus_steps=2, focus_pairs=2
+        threads=1,
+        vae_steps=2,
+        vae_batch=4,
+        pairs=2,
+        steps=2,
+        batch_pairs=1,
+        focus_steps=2,
+        focus_pairs=2,
+        decoder_steps=2,
+        decoder_batch=2,
     )
     full = train(tiny, tmp_path / "full")
     again = train(tiny, tmp_path / "again")
-    stage_2 = train(replace(tiny, focus_steps=0), tmp_path / "stage2")
+    stage_2 = train(replace(tiny, focus_steps=0, decoder_steps=0), tmp_path / "stage2")
     resumed = train(tiny, tmp_path / "resumed", resume_from=tmp_path / "stage2")
     for name, path in full.items():
         assert path.read_bytes() == again[name].read_bytes(), name
@@ -288,3 +297,46 @@ def test_a_picked_clip_is_the_likeliest_of_its_captions_clips_to_have_given_the_
     another = torch.randn(noise.shape, generator=generator, dtype=torch.float64)
     other = suggested_clips(pool, rows, latents, another, alpha_bar, where)
     assert not torch.equal(other[:3], picked[:3])
+
+
+def test_stage_4_trains_the_decoder_alone_towards_one_full_shape_between_the_averaged_places(
+    tmp_path: Path,
+) -> None:
+    """The encoder (so the latent space the UNet learnt), the UNet, the motion module and the text
+    encoder keep their bytes; the target of an average is one shape at the weighted place."""
+    import numpy as np
+
+    from animdiff.demo import data
+    from animdiff.demo.train import decoder_example, frame_at, load_demo
+
+    spec = data.random_pair(np.random.default_rng(5), static_share=0.0)[0]
+    clip = data.render(spec)
+    for frame in (0, 7, 15):
+        np.testing.assert_array_equal(frame_at(spec, frame), clip[frame])
+    settings = TrainSettings(decoder_clean_share=0.0, decoder_max_gap=4.0)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        example = decoder_example(settings, rng)
+        assert 0 <= example.weight <= 1 and settings.decoder_fade <= example.fade <= 1
+        shapes = [
+            np.abs(f - f[:, :1, :1]).max(axis=0) > 0.5
+            for f in (example.first, example.second, example.target)
+        ]
+        centres = [np.argwhere(shape).mean(axis=0) for shape in shapes]
+        between = example.weight * centres[0] + (1 - example.weight) * centres[1]
+        assert np.abs(centres[2] - between).max() < 0.75  # pixel-rounded centres of the same shape
+        masses = [np.abs(f - f[:, :1, :1]).sum() for f in (example.first, example.target)]
+        assert masses[1] == pytest.approx(masses[0], rel=0.02)  # one shape at full strength
+
+    source = tmp_path / "before"
+    demo.write_weights(demo.build(seed=6), source)
+    written = train(
+        TrainSettings(threads=1, focus_steps=0, decoder_steps=2, decoder_batch=2), tmp_path / "after", source
+    )
+    before, after = load_demo(source), load_demo(tmp_path / "after")
+    for name in ("unet", "text_encoder", "motion"):
+        _same(getattr(after, name), getattr(before, name))
+    _same(after.vae.encoder, before.vae.encoder)
+    _same(after.vae.quant_conv, before.vae.quant_conv)
+    assert not torch.equal(after.vae.decoder.conv_out.weight, before.vae.decoder.conv_out.weight)
+    assert written["motion_module"].read_bytes() == (source / "AnimateDiff" / demo.MOTION_NAME).read_bytes()

@@ -104,27 +104,25 @@ def test_a_video_that_fits_one_window_is_the_same_at_the_references_long_video_s
 def test_48_frames_through_context_16_have_no_seam_jump(animator) -> None:
     # At the demo model's own long-video settings (windows 4 frames apart, averaged, no loop). Over
     # the evaluator's 16 such videos (4 prompts x seeds 0-3, README) 13 had no jump; this one (the
-    # evaluator's yellow prompt and first seed) moves at most 6.0 px a frame against a jump's 6.8
-    # (the same with ATEN_CPU_CAPABILITY=default).
+    # evaluator's yellow prompt and first seed) moves at most 4.9 px a frame against a jump's 6.8
+    # (the same with ATEN_CPU_CAPABILITY=default). The three with a jump are "a green ball moving left".
     reading = analyse(render(animator, "a yellow ball moving down", 0, frames=48, context=16))
     assert reading.visible == 1.0
-    assert reading.colour == "yellow"
     assert jumps(reading, data.data_step()) == []
-    # Measured: 44 of 48 frames read yellow; every frame is the README's open target.
-    assert sum(c == "yellow" for c in reading.colours) >= 0.85 * len(reading.colours)
+    # Every frame yellow: stage 4's decoder draws the windows' averaged latents in the ball's colour
+    # (with stage 1's, 44 of these 48 frames read yellow, the rest orange or red).
+    assert reading.colours == ["yellow"] * 48
     # It ends lower than it started, though not every move goes down (the README's `forward`).
     path = _path(reading, 1)
     assert path[-1] - path[0] > data.TRAVEL[0]
 
 
-def test_the_same_48_frames_at_the_references_seams_keep_the_ball_and_mostly_its_colour(animator) -> None:
+def test_the_same_48_frames_at_the_references_seams_keep_the_ball_and_its_colour(animator) -> None:
     # The reference's settings: the last window overwrites, R-P asks for a loop, windows 12 apart.
     options = {"frames": 48, "context": 16, "closed_loop": "R-P", "fuse": "overwrite", "overlap": -1}
     reading = analyse(render(animator, "a yellow ball moving down", 0, **options))
     assert reading.visible == 1.0
-    assert reading.colour == "yellow"
-    # Measured: 44 of these 48 frames read yellow.
-    assert sum(c == "yellow" for c in reading.colours) >= 0.85 * len(reading.colours)
+    assert reading.colours == ["yellow"] * 48
     # Not asserted: it jumps once (at frame 15), which is why the demo's own settings differ
     # (3 of the 16 videos above had no jump at these settings), and under R-P it goes down and back
     # in the middle of the frame (30 % of its moves go down by half a data step).

@@ -15,6 +15,11 @@ gives the same weights):
    caption can say where the clip goes; moving shapes cross within 2 px of the middle line, so
    that the caption says nearly all of the clip; the timesteps are drawn with density ~ t**2,
    which keeps a fifth of them below 600 so that the colours learnt there are not forgotten.
+4. 240 steps (`--decoder-steps`; 0 skips it) that teach the VAE's decoder alone what long videos
+   hand it: latents that average windows which disagree a little on the shape's place, or hold a
+   faded shape. Decoded as they were, a yellow ball drawn from such latents turned orange and red
+   in the middle of long videos. The encoder, so the latent space the UNet learnt, keeps its
+   weights, and `--resume-from DIR --focus-steps 0` runs this stage alone.
 
 The text encoder keeps its random initialisation (trained along, it learnt to suppress the
 direction word). The README's demo section has what each stage reached and what was tried.
@@ -97,6 +102,17 @@ class TrainSettings:
     focus_reverse_above: int = TRAIN_TIMESTEPS
     focus_wrap: bool = False
     focus_pick: bool = False
+    #: Stage 4 (`decoder_steps=0`: none): the decoder alone learns averaged and faded latents
+    #: (`decoder_example`).
+    decoder_steps: int = 240
+    decoder_batch: int = 16
+    decoder_lr: float = 1e-3
+    #: Two latents averaged are of the same clip at most this many frames apart.
+    decoder_max_gap: float = 8.0
+    #: Half the latents are faded towards the background's by a factor drawn from [this, 1].
+    decoder_fade: float = 0.7
+    #: Share of the latents that are one frame's, not an average of two.
+    decoder_clean_share: float = 0.5
     ema: float = 0.999
     snapshot_every: int = 0  # also write the EMA weights every N steps (to <out>-step<N>), 0: never
 
@@ -115,6 +131,16 @@ def _lr(settings: TrainSettings, step: int, total: int, base: float) -> float:
     return base * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
 
 
+def _descend(optimiser: torch.optim.Optimizer, loss: torch.Tensor, parameters, lr: float) -> None:
+    """One step of the VAE's stages: gradients clipped to norm 1, the learning rate set for this step."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    for group in optimiser.param_groups:
+        group["lr"] = lr
+    optimiser.step()
+
+
 # --- stage 1: the VAE ------------------------------------------------------------------------------------
 
 
@@ -130,12 +156,7 @@ def train_vae(model: DemoModel, settings: TrainSettings, rng: np.random.Generato
         reconstruction = vae.decode(posterior.sample()).sample
         mse = torch.nn.functional.mse_loss(reconstruction, frames)
         loss = mse + 1e-6 * posterior.kl().mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        for group in optimiser.param_groups:
-            group["lr"] = _lr(settings, step, settings.vae_steps, settings.vae_lr)
-        optimiser.step()
+        _descend(optimiser, loss, vae.parameters(), _lr(settings, step, settings.vae_steps, settings.vae_lr))
         losses.append(mse.item())
         if step % 10 == 0:
             bar.set_postfix(mse=f"{np.mean(losses[-50:]):.4f}")
@@ -153,6 +174,83 @@ def _random_frames(rng: np.random.Generator, count: int) -> torch.Tensor:
         clip = data.render(spec)
         out.extend(clip[rng.choice(data.FRAMES, size=min(4, count - len(out)), replace=False)])
     return torch.from_numpy(np.stack(out))
+
+
+# --- stage 4 (optional): the decoder learns what averaged windows give it -------------------------------
+
+
+@dataclass(frozen=True)
+class DecoderExample:
+    """Two frames of one clip, the weight of the first in their latents' average, how much that
+    average is faded towards the background's latent, and the frame the decoder should draw: the
+    shape at full strength where the two places' weighted average puts it (the demo's world has no
+    faded or doubled shapes, and a pixel average of two places would draw both, half seen)."""
+
+    first: np.ndarray
+    second: np.ndarray
+    weight: float
+    fade: float
+    target: np.ndarray
+
+
+def frame_at(spec: data.ClipSpec, frame: float) -> np.ndarray:
+    """The clip's shape where it is at `frame` (fractional frames lie between), as one (3, H, W) frame."""
+    still = replace(spec, direction=data.STATIC, start=spec.centre(frame), step=0.0)  # type: ignore[arg-type]
+    return data.render(still, frames=1)[0]
+
+
+def decoder_example(settings: TrainSettings, rng: np.random.Generator) -> DecoderExample:
+    spec = data.random_pair(rng)[0]
+    last = data.FRAMES - 1
+    first = float(rng.uniform(0, last))
+    second = float(np.clip(first + rng.uniform(-settings.decoder_max_gap, settings.decoder_max_gap), 0, last))
+    weight = 1.0 if rng.random() < settings.decoder_clean_share else float(rng.uniform(0, 1))
+    fade = 1.0 if rng.random() < 0.5 else float(rng.uniform(settings.decoder_fade, 1))
+    middle = weight * first + (1 - weight) * second
+    return DecoderExample(frame_at(spec, first), frame_at(spec, second), weight, fade, frame_at(spec, middle))
+
+
+def decoder_input(
+    vae: torch.nn.Module, examples: Sequence[DecoderExample], generator: torch.Generator
+) -> torch.Tensor:
+    """Each example's two frames encoded (a posterior draw, as training the UNet took them), averaged
+    with its weight and faded towards the plain background's latent."""
+    frames = torch.from_numpy(np.stack([f for e in examples for f in (e.first, e.second)]))
+    grey = np.asarray(data.BACKGROUND, np.float32) / 127.5 - 1
+    background = torch.from_numpy(np.broadcast_to(grey[:, None, None], (3, data.SIZE, data.SIZE)).copy())
+    with torch.no_grad():
+        posterior = vae.encode(frames).latent_dist
+        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        grey = vae.encode(background[None]).latent_dist.mean
+    weight, fade = (
+        torch.tensor([getattr(e, name) for e in examples]).view(-1, 1, 1, 1) for name in ("weight", "fade")
+    )
+    average = weight * latents[0::2] + (1 - weight) * latents[1::2]
+    return grey + fade * (average - grey)
+
+
+def train_decoder(model: DemoModel, settings: TrainSettings, rng: np.random.Generator) -> float:
+    """Returns the final loss (MSE on [-1, 1] pixels, mean of the last 50 steps)."""
+    vae = model.vae.eval().requires_grad_(False)
+    trained = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    vae.decoder.train()
+    optimiser = torch.optim.AdamW(trained, lr=settings.decoder_lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(settings.seed + 4)
+    losses: list[float] = []
+    bar = tqdm(range(settings.decoder_steps), desc="decoder", unit="step")
+    for step in bar:
+        examples = [decoder_example(settings, rng) for _ in range(settings.decoder_batch)]
+        latents = decoder_input(vae, examples, generator)
+        targets = torch.from_numpy(np.stack([e.target for e in examples]))
+        loss = torch.nn.functional.mse_loss(vae.decode(latents).sample, targets)
+        _descend(optimiser, loss, trained, _lr(settings, step, settings.decoder_steps, settings.decoder_lr))
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(mse=f"{np.mean(losses[-50:]):.4f}")
+    vae.eval().requires_grad_(False)
+    return float(np.mean(losses[-50:]))
 
 
 # --- stage 2: UNet, motion module and text encoder ------------------------------------------------------
@@ -445,7 +543,7 @@ def load_demo(folder: Path) -> DemoModel:
 
 
 def train(settings: TrainSettings, out: Path, resume_from: Path | None = None) -> dict[str, Path]:
-    """All stages from nothing; with `resume_from` (stage 2's written weights), stage 3 only."""
+    """All stages from nothing; with `resume_from` (written weights), stages 3 and 4 only."""
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     started = time.monotonic()
@@ -471,6 +569,9 @@ def train(settings: TrainSettings, out: Path, resume_from: Path | None = None) -
         pool = encode_pool(model.vae, focus, rng)
         model, loss = train_denoiser(model, pool, focus, rng)
         report.append(f"high-noise loss {loss:.4f} ({(time.monotonic() - started) / 60:.1f} min)")
+    if settings.decoder_steps:
+        loss = train_decoder(model, settings, np.random.default_rng(settings.seed + 4))
+        report.append(f"decoder loss {loss:.4f} ({(time.monotonic() - started) / 60:.1f} min)")
     for module in (model.unet, model.vae, model.text_encoder, model.motion):
         module.eval().requires_grad_(False)
     written = write_weights(model, out)
@@ -492,7 +593,10 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=weights_dir(), help="models folder to write (default: the package's)"
     )
     parser.add_argument(
-        "--resume-from", type=Path, default=None, help="stage 3 only, from stage 2's weights in this folder"
+        "--resume-from",
+        type=Path,
+        default=None,
+        help="stages 3 and 4 only, from the weights in this folder (stage 2's for stage 3)",
     )
     types = get_type_hints(TrainSettings)
     for field in fields(TrainSettings):
