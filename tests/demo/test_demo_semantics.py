@@ -199,3 +199,28 @@ def test_frame_order_spread_is_zero_without_positional_encodings_and_small_with_
         blind = frame_order_spread(network, noisy, steps, context)
     assert blind < 1e-5
     assert 1e-3 < shipped < 0.1
+
+
+def _decoded_average_colour(weights) -> str | None:
+    from animdiff.demo.train import clip_latents, load_demo
+
+    vae = load_demo(weights).vae
+    rng = np.random.default_rng(0)
+    pair = data.random_pair(rng, static_share=0.0)
+    while pair[0].colour != "yellow" or pair[0].shape != "ball":
+        pair = data.random_pair(rng, static_share=0.0)
+    latents, _ = clip_latents(vae, pair[:1])
+    average = (latents[0, :, 0] + latents[0, :, 8]) / 2  # the ball's latents 8 frames apart
+    with torch.no_grad():
+        pixels = vae.decode(average[None] / vae.config.scaling_factor).sample
+    frame = ((pixels[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return analyse(frame[None]).colour
+
+
+def test_the_decoder_draws_two_windows_averaged_latents_of_a_yellow_ball_yellow() -> None:
+    # What long videos hand the decoder where overlapping windows disagree on the place. Stage 1's
+    # decoder drew this average red, (201, 91, 60) (README, stage 4); the shipped one, after stage 4,
+    # draws it yellow.
+    from animdiff.demo.model import weights_dir
+
+    assert _decoded_average_colour(weights_dir()) == "yellow"
