@@ -176,7 +176,7 @@ def _random_frames(rng: np.random.Generator, count: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out))
 
 
-# --- stage 4 (optional): the decoder learns what averaged windows give it -------------------------------
+# --- stage 4: the decoder learns what averaged windows give it ------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -210,18 +210,23 @@ def decoder_example(settings: TrainSettings, rng: np.random.Generator) -> Decode
     return DecoderExample(frame_at(spec, first), frame_at(spec, second), weight, fade, frame_at(spec, middle))
 
 
+def background_latent(vae: torch.nn.Module) -> torch.Tensor:
+    """The plain background's latent (1, C, h, w): what a faded shape fades towards."""
+    grey = np.asarray(data.BACKGROUND, np.float32) / 127.5 - 1
+    background = np.broadcast_to(grey[:, None, None], (1, 3, data.SIZE, data.SIZE)).copy()
+    with torch.no_grad():
+        return vae.encode(torch.from_numpy(background)).latent_dist.mean
+
+
 def decoder_input(
-    vae: torch.nn.Module, examples: Sequence[DecoderExample], generator: torch.Generator
+    vae: torch.nn.Module, examples: Sequence[DecoderExample], grey: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
     """Each example's two frames encoded (a posterior draw, as training the UNet took them), averaged
-    with its weight and faded towards the plain background's latent."""
+    with its weight and faded towards `grey`, the plain background's latent."""
     frames = torch.from_numpy(np.stack([f for e in examples for f in (e.first, e.second)]))
-    grey = np.asarray(data.BACKGROUND, np.float32) / 127.5 - 1
-    background = torch.from_numpy(np.broadcast_to(grey[:, None, None], (3, data.SIZE, data.SIZE)).copy())
     with torch.no_grad():
         posterior = vae.encode(frames).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
-        grey = vae.encode(background[None]).latent_dist.mean
     weight, fade = (
         torch.tensor([getattr(e, name) for e in examples]).view(-1, 1, 1, 1) for name in ("weight", "fade")
     )
@@ -238,11 +243,12 @@ def train_decoder(model: DemoModel, settings: TrainSettings, rng: np.random.Gene
     vae.decoder.train()
     optimiser = torch.optim.AdamW(trained, lr=settings.decoder_lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(settings.seed + 4)
+    grey = background_latent(vae)
     losses: list[float] = []
     bar = tqdm(range(settings.decoder_steps), desc="decoder", unit="step")
     for step in bar:
         examples = [decoder_example(settings, rng) for _ in range(settings.decoder_batch)]
-        latents = decoder_input(vae, examples, generator)
+        latents = decoder_input(vae, examples, grey, generator)
         targets = torch.from_numpy(np.stack([e.target for e in examples]))
         loss = torch.nn.functional.mse_loss(vae.decode(latents).sample, targets)
         _descend(optimiser, loss, trained, _lr(settings, step, settings.decoder_steps, settings.decoder_lr))
