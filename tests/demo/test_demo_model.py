@@ -94,7 +94,15 @@ def test_stage_3_turns_one_clip_of_each_pair_round_from_reverse_above(monkeypatc
 
     monkeypatch.setattr(train_module, "noised", spy)
     tiny = TrainSettings(
-        threads=1, vae_steps=2, vae_batch=4, pairs=2, steps=2, batch_pairs=2, focus_steps=3, focus_pairs=2
+        threads=1,
+        vae_steps=2,
+        vae_batch=4,
+        pairs=2,
+        steps=2,
+        batch_pairs=2,
+        focus_steps=3,
+        focus_pairs=2,
+        decoder_steps=0,
     )
     train(replace(tiny, focus_reverse_above=0, focus_wrap=True), tmp_path / "out")
     assert asked[:2] == [None, None]
@@ -117,7 +125,15 @@ def test_stage_3_picks_the_blind_tops_clips_from_the_noise_when_asked(monkeypatc
 
     monkeypatch.setattr(train_module, "suggested_clips", spy)
     tiny = TrainSettings(
-        threads=1, vae_steps=2, vae_batch=4, pairs=2, steps=2, batch_pairs=2, focus_steps=3, focus_pairs=4
+        threads=1,
+        vae_steps=2,
+        vae_batch=4,
+        pairs=2,
+        steps=2,
+        batch_pairs=2,
+        focus_steps=3,
+        focus_pairs=4,
+        decoder_steps=0,
     )
     train(replace(tiny, focus_blind_above=0), tmp_path / "plain")
     assert asked == []
@@ -138,7 +154,9 @@ def test_the_shipped_weights_are_small_and_in_the_package() -> None:
 def test_the_text_encoder_trains_only_when_asked(tmp_path: Path) -> None:
     """Default: it keeps its random initialisation (the README says why); `--train-text-encoder`
     trains it along with the UNet."""
-    tiny = TrainSettings(threads=1, vae_steps=1, vae_batch=4, pairs=2, steps=2, batch_pairs=1, focus_steps=0)
+    tiny = TrainSettings(
+        threads=1, vae_steps=1, vae_batch=4, pairs=2, steps=2, batch_pairs=1, focus_steps=0, decoder_steps=0
+    )
     initial = demo.build(tiny.seed).text_encoder.state_dict()
     for trained in (False, True):
         files = train(replace(tiny, train_text_encoder=trained), tmp_path / str(trained))
