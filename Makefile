@@ -41,13 +41,19 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Tests run one thread each, TEST_WORKERS of them at once (pytest-xdist; each worker takes the next
+# test when it is free, so the long demo and server tests do not queue behind each other).
+# TEST_WORKERS=0 runs them one after another in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
+
 test: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider
+	PATH="$(abspath $(BIN)):$$PATH" $(PYTEST)
 
 # The numerics-sensitive tests again with PyTorch's portable CPU kernels: other CPUs pick other
 # kernels (AVX-512, AVX2, default), and an equivalence that holds on one must hold on all.
 test-numerics: $(STAMP)
-	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -p no:cacheprovider -m numerics
+	ATEN_CPU_CAPABILITY=default $(PYTEST) -m numerics
 
 # depth_midas and openpose_full need torchvision (and timm), which cannot sit beside the CPU torch
 # above (PyPI's torchvision is built for PyPI's CUDA torch). They are tested in a venv of their
