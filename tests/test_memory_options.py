@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers import AutoencoderKL
 
+from animdiff.decode import TILE_PIXELS, decoded_chunks, vae_tiling
+from animdiff.models.convert import shipped_config
 from animdiff.models.load import VAE_DTYPE
 from animdiff.models.offload import on_device
 from animdiff.pipeline import Animator, RunOptions
@@ -28,6 +31,31 @@ def test_offload_and_vae_tiling_give_the_same_frames(models_dir, tiny_params) ->
     assert [f.tobytes() for f in first.frames] == [f.tobytes() for f in plain.frames]  # 64 px: one tile
     models = animator.load(params)
     assert models.unet.device.type == "cpu" and not models.parts.vae.use_tiling
+
+
+def test_vae_tiling_decodes_a_1024_px_sdxl_frame_in_512_px_tiles() -> None:
+    """SDXL's VAE config gives diffusers 1024-pixel tiles: without our tile size a 1024x1024 frame
+    would be decoded whole, and `--vae-tiling` would save nothing where SDXL needs it."""
+    config = shipped_config(
+        "sdxl_vae.json", block_out_channels=[8] * 4, norm_num_groups=4, layers_per_block=1
+    )
+    vae = AutoencoderKL(**config).eval()  # SDXL's VAE config at 8 channels: a 1024-px decode is cheap
+    assert vae.config.sample_size == 1024
+    seen: list[tuple[int, ...]] = []
+    hook = vae.decoder.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+    latents = torch.randn(1, 4, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        (whole,) = decoded_chunks(vae, latents)
+        assert seen == [(128, 128)] and not vae.use_tiling
+        seen.clear()
+        with vae_tiling(vae):
+            (tiled,) = decoded_chunks(vae, latents)
+    hook.remove()
+    side = TILE_PIXELS // 8
+    # Tiles start every 3/4 of a tile (diffusers' overlap of a quarter): 0, 48, 96 down and across.
+    assert seen == [(min(side, 128 - y), min(side, 128 - x)) for y in (0, 48, 96) for x in (0, 48, 96)]
+    assert tiled.shape == whole.shape == (1, 3, 1024, 1024)
+    assert (vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size) == (False, 1024, 128)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
+
+#: `--vae-tiling`'s tiles: 512 pixels a side (64 latents), overlapping by a quarter (diffusers'
+#: blending). SD1.5's VAE config gives diffusers this size; SDXL's says 1024, with which a frame of
+#: 1024x1024 or less would be decoded whole and the option would save nothing.
+TILE_PIXELS = 512
+
+
+@contextmanager
+def vae_tiling(vae: AutoencoderKL, enabled: bool = True, tile_pixels: int = TILE_PIXELS) -> Iterator[None]:
+    """diffusers' tiled decoding with tiles of `tile_pixels`, whatever the VAE's config says; the
+    VAE's own tiling state is put back afterwards (it is a cached model)."""
+    if not enabled:
+        yield
+        return
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    saved = (vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size)
+    vae.enable_tiling()
+    vae.tile_sample_min_size = tile_pixels
+    vae.tile_latent_min_size = tile_pixels // factor
+    try:
+        yield
+    finally:
+        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = saved
+
+
+def decoded_chunks(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 8) -> Iterator[torch.Tensor]:
+    """Each chunk of frames decoded: (n, 3, H, W) float32 pixel values in [0, 255] on the VAE's
+    device. The one place a chunk's size and dtype are chosen (benchmarks run it without pixels)."""
+    scale = vae.config.scaling_factor
+    for start in range(0, latents.shape[0], chunk):
+        batch = latents[start : start + chunk].to(device=vae.device, dtype=vae.dtype) / scale
+        image = vae.decode(batch, return_dict=False)[0].float()
+        yield ((image + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0
 
 
 @torch.no_grad()
@@ -22,11 +56,7 @@ def decode_frames(
     rounds instead), so saved frames match the web UI's for the same decoded image.
     """
     frames: list[np.ndarray] = []
-    scale = vae.config.scaling_factor
-    for start in range(0, latents.shape[0], chunk):
-        batch = latents[start : start + chunk].to(device=vae.device, dtype=vae.dtype) / scale
-        image = vae.decode(batch, return_dict=False)[0].float()
-        image = ((image + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0
+    for image in decoded_chunks(vae, latents, chunk):
         frames.extend(image.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy())
         if on_chunk is not None:
             on_chunk(len(frames), latents.shape[0])

@@ -21,7 +21,7 @@ from PIL import Image
 from animdiff import __version__
 from animdiff.control_inputs import PreparedUnit, unit_hints
 from animdiff.control_units import ControlNetUnit, is_inpaint_module
-from animdiff.decode import decode_frames
+from animdiff.decode import decode_frames, vae_tiling
 from animdiff.errors import CancelledError, ParamsError
 from animdiff.img2img_inputs import init_frames, inpaint_masks, last_frame
 from animdiff.interpolate.film import FilmInterpolator
@@ -195,18 +195,13 @@ class Animator:
             latents = self.sample_job(job, models, emit, cancel, warnings)
             emit(Progress("decode", 0, counts.video_length))
             vae = models.parts.vae
-            if self.options.vae_tiling:
-                vae.enable_tiling()
-            try:
-                with on_device(vae, self.device, self.options.offload):
-                    frames = decode_frames(
-                        vae,
-                        latents[: counts.video_length],
-                        self.options.vae_chunk,
-                        lambda done, total: emit(Progress("decode", done, total)),
-                    )
-            finally:
-                vae.disable_tiling()
+            with on_device(vae, self.device, self.options.offload), vae_tiling(vae, self.options.vae_tiling):
+                frames = decode_frames(
+                    vae,
+                    latents[: counts.video_length],
+                    self.options.vae_chunk,
+                    lambda done, total: emit(Progress("decode", done, total)),
+                )
             frames = self.postprocess(job, frames, emit)
         images = [Image.fromarray(f) for f in frames]
         infotext = build_infotext(
