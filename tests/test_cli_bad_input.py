@@ -50,6 +50,7 @@ CASES = {
     "overlap too big": (["--context", "8", "--overlap", "8"], "overlap 8 must be smaller than"),
     "unknown device": (["--device", "tpu"], "device 'tpu'"),
     "window batch 0": (["--window-batch", "0"], "--window-batch must be a whole number of at least 1"),
+    "vae chunk 0": (["--vae-chunk", "0"], "--vae-chunk must be a whole number of at least 1"),
     "frame format on the CLI": (["--format", "frame"], "--format frame is for the HTTP API"),
     "txt alone": (["--format", "txt"], "choose at least one of gif"),
     "motion lora strength": (

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from animdiff.decode import TILE_PIXELS, decoded_chunks, vae_tiling
+from animdiff.decode import TILE_PIXELS, decoded_chunks, frames_per_vae_call, vae_tiling
 from animdiff.models.convert import shipped_config
 from animdiff.models.load import VAE_DTYPE
 from animdiff.models.offload import on_device
@@ -31,6 +31,14 @@ def test_offload_and_vae_tiling_give_the_same_frames(models_dir, tiny_params) ->
     assert [f.tobytes() for f in first.frames] == [f.tobytes() for f in plain.frames]  # 64 px: one tile
     models = animator.load(params)
     assert models.unet.device.type == "cpu" and not models.parts.vae.use_tiling
+
+
+def test_frames_per_vae_call_follow_the_size_unless_set() -> None:
+    """8 frames up to 512x512 (the old fixed chunk, so smaller jobs decode as before), then at most
+    2 megapixels a call: 1024x1024 in float32 would add ~24 GiB at 8 frames (tests/testing)."""
+    assert [frames_per_vae_call(s, s) for s in (64, 512, 768, 1024, 1448, 2048)] == [8, 8, 3, 2, 1, 1]
+    assert frames_per_vae_call(1024, 576) == 3
+    assert frames_per_vae_call(1024, 1024, 5) == 5
 
 
 def test_vae_tiling_decodes_a_1024_px_sdxl_frame_in_512_px_tiles() -> None:

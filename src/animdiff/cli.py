@@ -18,6 +18,7 @@ from animdiff import __version__
 from animdiff.choices import VIDEO_FORMATS
 from animdiff.errors import AnimdiffError, ParamsError
 from animdiff.params import NOT_BUILT_FIELDS, Params, validate_params
+from animdiff.run_flags import add_run_flags, run_flag_values
 
 # Params field -> flag name, where the flag is not simply the field name with dashes.
 FLAG_NAMES = {
@@ -137,29 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("outputs"), help="output folder (default: outputs)"
     )
     generate.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available)")
-    generate.add_argument(
-        "--window-batch", type=int, default=1, help="context windows per UNet call (default: 1)"
-    )
-    generate.add_argument(
-        "--offload",
-        action="store_true",
-        help="keep the models in CPU memory, each on the device only for its phase (less device "
-        "memory; one host-to-device copy of each model per job)",
-    )
-    generate.add_argument(
-        "--fp8",
-        action="store_true",
-        help="store the UNet's and motion module's Linear/Conv weights as float8, cast per layer "
-        "(A1111's FP8 weight: about half the UNet's device memory against float16; weights rounded)",
-    )
-    generate.add_argument(
-        "--vae-tiling",
-        action="store_true",
-        help="decode each frame in overlapping tiles (for large sizes; slower, faint seams possible)",
-    )
-    generate.add_argument(
-        "--film-model", type=Path, help="path of film_net_fp16.pt (default: search the models folder)"
-    )
+    add_run_flags(generate)
     generate.add_argument("--quiet", action="store_true", help="no progress display and no summary")
     _add_params_flags(generate)
 
@@ -237,14 +216,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from animdiff.cli_progress import JobProgress
     from animdiff.pipeline import Animator, RunOptions, phase_totals
 
-    options = RunOptions(
-        device=args.device,
-        windows_per_call=args.window_batch,
-        film_model=args.film_model,
-        offload=args.offload,
-        vae_tiling=args.vae_tiling,
-        fp8=args.fp8,
-    )
+    options = RunOptions(device=args.device, **run_flag_values(args))
     animator = Animator(_models_dir(args), args.out, options)
     if animator.store.note and not args.quiet:
         print(animator.store.note, file=sys.stderr)

@@ -9,6 +9,12 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+#: Pixels one VAE call decodes (or encodes) at most unless `--vae-chunk` says otherwise: 8 frames
+#: of 512x512, 2 of 1024x1024. The VAE's activations grow with the pixels of a call: at 1024x1024 in
+#: float32 (SDXL's VAE) 8 frames a call would add about 24 GiB on a card (bench/sdxl_memory_estimate.py).
+PIXELS_PER_VAE_CALL = 8 * 512 * 512
+MAX_FRAMES_PER_VAE_CALL = 8
+
 #: `--vae-tiling`'s tiles: 512 pixels a side (64 latents), overlapping by a quarter (diffusers'
 #: blending). SD1.5's VAE config gives diffusers this size; SDXL's says 1024, with which a frame of
 #: 1024x1024 or less would be decoded whole and the option would save nothing.
@@ -31,6 +37,13 @@ def vae_tiling(vae: AutoencoderKL, enabled: bool = True, tile_pixels: int = TILE
         yield
     finally:
         vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = saved
+
+
+def frames_per_vae_call(width: int, height: int, chunk: int | None = None) -> int:
+    """`chunk` when the user set one; else as many frames as fit `PIXELS_PER_VAE_CALL` (1 to 8)."""
+    if chunk is not None:
+        return chunk
+    return max(1, min(MAX_FRAMES_PER_VAE_CALL, PIXELS_PER_VAE_CALL // (width * height)))
 
 
 def decoded_chunks(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 8) -> Iterator[torch.Tensor]:

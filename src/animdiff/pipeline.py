@@ -21,7 +21,7 @@ from PIL import Image
 from animdiff import __version__
 from animdiff.control_inputs import PreparedUnit, unit_hints
 from animdiff.control_units import ControlNetUnit, is_inpaint_module
-from animdiff.decode import decode_frames, vae_tiling
+from animdiff.decode import decode_frames, frames_per_vae_call, vae_tiling
 from animdiff.errors import CancelledError, ParamsError
 from animdiff.img2img_inputs import init_frames, inpaint_masks, last_frame
 from animdiff.interpolate.film import FilmInterpolator
@@ -124,7 +124,7 @@ class RunOptions:
 
     device: str | None = None  # "cuda", "cpu"; None picks CUDA when there is one
     windows_per_call: int = 1  # context windows batched into one UNet call (--window-batch)
-    vae_chunk: int = 8  # frames per VAE decode call
+    vae_chunk: int | None = None  # frames per VAE call (--vae-chunk); None: by size (decode.py)
     film_model: Path | None = None
     # Memory options: models in CPU memory, each on the device only for its phase (--offload);
     # the VAE decoding each frame in overlapping tiles (--vae-tiling).
@@ -139,6 +139,8 @@ class RunOptions:
             fp8_dtype()  # refused here, before any model loads, where torch has no float8
         for name, flag in (("windows_per_call", "--window-batch"), ("vae_chunk", "--vae-chunk")):
             value = getattr(self, name)
+            if name == "vae_chunk" and value is None:
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ParamsError(f"{flag} must be a whole number of at least 1, got {value!r}")
 
@@ -199,7 +201,7 @@ class Animator:
                 frames = decode_frames(
                     vae,
                     latents[: counts.video_length],
-                    self.options.vae_chunk,
+                    frames_per_vae_call(params.width, params.height, self.options.vae_chunk),
                     lambda done, total: emit(Progress("decode", done, total)),
                 )
             frames = self.postprocess(job, frames, emit)
@@ -398,7 +400,8 @@ class Animator:
         frames = init_frames(plan, counts.batch, params.width, params.height)
         last = last_frame(plan, params.width, params.height)
         with on_device(vae, self.device, self.options.offload):
-            init = encode_frames(vae, frames, self.options.vae_chunk).to(noise)
+            chunk = frames_per_vae_call(params.width, params.height, self.options.vae_chunk)
+            init = encode_frames(vae, frames, chunk).to(noise)
             last_latent = None if last is None else encode_frames(vae, [last]).to(noise)
         if plan.init_image is not None:
             alpha, beta = latent_blend_weights(

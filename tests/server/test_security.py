@@ -79,3 +79,18 @@ def test_binding_defaults_and_listen_needs_credentials(monkeypatch) -> None:
         parse_api_auth("nopassword")
     with pytest.raises(ParamsError, match="--max-frames"):
         settings_from_args(serve_args("--max-frames", "0"))
+
+
+def test_serve_takes_the_run_options_generate_takes() -> None:
+    """A server on a 24 GB card needs the memory options too: every worker runs with them."""
+    from animdiff.pipeline import RunOptions
+
+    flags = ("--offload", "--fp8", "--vae-tiling", "--vae-chunk", "2", "--window-batch", "3")
+    settings = settings_from_args(serve_args(*flags))
+    expected = RunOptions(
+        device="cpu", windows_per_call=3, offload=True, fp8=True, vae_tiling=True, vae_chunk=2
+    )
+    assert settings.run_options("cpu") == expected
+    assert settings_from_args(serve_args()).run_options("cpu") == RunOptions(device="cpu")
+    with pytest.raises(ParamsError, match="--vae-chunk 0: must be at least 1"):
+        settings_from_args(serve_args("--vae-chunk", "0"))

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 
 from animdiff import __version__
 from animdiff.errors import AnimdiffError, NotSupportedYetError
-from animdiff.pipeline import Animator, RunOptions
+from animdiff.pipeline import Animator
 from animdiff.server import a1111, native, ui
 from animdiff.server.context import ServerContext
 from animdiff.server.events import EventBus
@@ -47,14 +47,7 @@ def build_context(settings: ServerSettings, animators: Sequence[Animator] | None
     bus = EventBus()
     if animators is None:
         animators = [
-            Animator(
-                settings.models_dir,
-                None,
-                RunOptions(
-                    device=device, windows_per_call=settings.window_batch, film_model=settings.film_model
-                ),
-            )
-            for device in settings.devices
+            Animator(settings.models_dir, None, settings.run_options(device)) for device in settings.devices
         ]
     previews = Previews(settings.preview_interval_s) if settings.previews else None
     if settings.workers:  # Ray workers (scale-out), fed from the same queue

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from animdiff.errors import ParamsError
+from animdiff.run_flags import add_run_flags, run_flag_values
 
 MIB = 1024 * 1024
 
@@ -37,8 +38,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     serve.add_argument(
         "--input-dir", type=Path, action="append", default=[], help="server folder inputs may name"
     )
-    serve.add_argument("--window-batch", type=int, default=1, help="context windows per UNet call")
-    serve.add_argument("--film-model", type=Path, help="path of film_net_fp16.pt")
+    add_run_flags(serve)
     serve.add_argument("--max-frames", type=int, default=256)
     serve.add_argument("--max-size", type=int, default=1024, help="largest width or height")
     serve.add_argument("--max-steps", type=int, default=100)
@@ -93,8 +93,7 @@ def settings_from_args(args: argparse.Namespace):  # -> ServerSettings (imported
             cors_origins=tuple(o.strip() for o in args.cors_allow_origins.split(",") if o.strip()),
             devices=tuple(args.device) if args.device else (None,),
             input_dirs=tuple(args.input_dir),
-            window_batch=args.window_batch,
-            film_model=args.film_model,
+            **run_flag_values(args),
             max_frames=args.max_frames,
             max_size=args.max_size,
             max_steps=args.max_steps,

@@ -99,16 +99,12 @@ class WorkerActor:
     def __init__(self, label: str, settings: ServerSettings, device: str | None, threads: int) -> None:
         import torch
 
-        from animdiff.pipeline import Animator, RunOptions
+        from animdiff.pipeline import Animator
         from animdiff.server.worker import Worker
 
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
-        self.animator = Animator(
-            settings.models_dir,
-            None,
-            RunOptions(device=device, windows_per_call=settings.window_batch, film_model=settings.film_model),
-        )
+        self.animator = Animator(settings.models_dir, None, settings.run_options(device))
         self.name = f"{label} ({socket.gethostname()}, {self.animator.device})"
         self.sink = _ProgressSink()
         self.worker = Worker(self.name, self.animator, self.sink, None, settings)  # type: ignore[arg-type]

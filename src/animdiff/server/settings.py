@@ -18,6 +18,7 @@ from animdiff.errors import ParamsError
 API_KEY_ENV = "ANIMDIFF_API_KEY"
 MIB = 1024 * 1024
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+RUN_FIELDS = ("windows_per_call", "film_model", "offload", "fp8", "vae_chunk", "vae_tiling")
 
 
 class ServerSettings(BaseModel):
@@ -34,8 +35,13 @@ class ServerSettings(BaseModel):
     cors_origins: tuple[str, ...] = Field((), description="origins allowed by CORS; none = CORS off")
     devices: tuple[str | None, ...] = Field((None,), description="one worker per device; None = auto")
     input_dirs: tuple[Path, ...] = Field((), description="server folders requests may name as inputs")
-    window_batch: int = Field(1, ge=1, description="context windows per UNet call")
+    # How every worker runs its jobs: RunOptions' fields, under their names there (`run_options`).
+    windows_per_call: int = Field(1, ge=1, description="context windows per UNet call")
     film_model: Path | None = None
+    offload: bool = Field(False, description="models in CPU memory, each on the device for its phase")
+    fp8: bool = Field(False, description="UNet and motion module Linear/Conv weights stored as float8")
+    vae_chunk: int | None = Field(None, ge=1, description="frames per VAE call; None: by size")
+    vae_tiling: bool = Field(False, description="decode each frame in 512-pixel tiles")
     max_frames: int = Field(256, ge=1, description="most frames a job may generate")
     max_size: int = Field(1024, ge=64, description="largest width or height")
     max_steps: int = Field(100, ge=1, description="most sampling steps")
@@ -70,6 +76,12 @@ class ServerSettings(BaseModel):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return Path(value).expanduser()
+
+    def run_options(self, device: str | None):  # -> RunOptions (imported lazily: torch)
+        """How every worker of this server runs its jobs, on `device`."""
+        from animdiff.pipeline import RunOptions
+
+        return RunOptions(device=device, **{name: getattr(self, name) for name in RUN_FIELDS})
 
     @property
     def auth_enabled(self) -> bool:

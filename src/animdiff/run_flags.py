@@ -1,0 +1,53 @@
+"""The command-line flags of `RunOptions` (how to run, not what to draw), shared by `generate` and
+`serve`, so both offer the same memory options with the same words."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--window-batch", type=int, default=1, help="context windows per UNet call (default: 1)"
+    )
+    parser.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the models in CPU memory, each on the device only for its phase (less device "
+        "memory; one host-to-device copy of each model per job)",
+    )
+    parser.add_argument(
+        "--fp8",
+        action="store_true",
+        help="store the UNet's and motion module's Linear/Conv weights as float8, cast per layer "
+        "(A1111's FP8 weight: about half the UNet's device memory against float16; weights rounded)",
+    )
+    parser.add_argument(
+        "--vae-chunk",
+        type=int,
+        help="frames per VAE call (default: by size, 8 up to 512x512 and at most 2 megapixels a call: "
+        "2 at 1024x1024; fewer: less memory)",
+    )
+    parser.add_argument(
+        "--vae-tiling",
+        action="store_true",
+        help="decode each frame in 512-pixel tiles that overlap (for large sizes; slower, faint seams "
+        "possible)",
+    )
+    parser.add_argument(
+        "--film-model", type=Path, help="path of film_net_fp16.pt (default: search the models folder)"
+    )
+
+
+def run_flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """`RunOptions` fields from the parsed flags (the device is each caller's own)."""
+    return {
+        "windows_per_call": args.window_batch,
+        "film_model": args.film_model,
+        "offload": args.offload,
+        "fp8": args.fp8,
+        "vae_chunk": args.vae_chunk,
+        "vae_tiling": args.vae_tiling,
+    }

@@ -1,0 +1,146 @@
+"""SDXL + AnimateDiff-XL at real size on `meta`: the memory a job holds on a CUDA card, per phase.
+
+The models are SDXL base and mm_sdxl_v10_beta at their published sizes (the `--real-size --sdxl`
+factory's configs), in the dtypes animdiff gives them on CUDA: float16, the SDXL VAE float32 (and
+float8 weights with `fp8`, converted as the model cache converts them). Each phase then runs
+animdiff's own code on meta tensors under `meta_memory.LiveBytes`: the two text encoders on one
+prompt and its negative, one guided model evaluation of a context window through
+`WindowedDenoiser` and the UNet with motion modules (the largest moment of sampling: the sampler's
+own tensors are a few latents), and the VAE decode of every frame in `decoded_chunks`, tiled with
+`vae_tiling` when asked. What is resident follows `offload`: every model in every phase without
+it, only the phase's model with it.
+
+The numbers are bytes as `torch.cuda.max_memory_allocated` counts them; the CUDA context, library
+workspaces and the allocator's reserve come on top (see meta_memory). Seconds to run, no GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from animdiff.decode import decoded_chunks, frames_per_vae_call, vae_tiling
+from animdiff.models.cache import LoadedModels
+from animdiff.models.detect import Kind
+from animdiff.models.fp8 import store_fp8
+from animdiff.models.load import build_motion_unet
+from animdiff.models.motion_unet import MotionUNet
+from animdiff.models.motion_xl import FAMILIES, LAYOUT_GUOYWW, XLMotionModule
+from animdiff.models.sdxl import SDXLParts
+from animdiff.sampling.guidance import Conditioning, WindowedDenoiser
+from animdiff.testing.meta_memory import CudaAttention, LiveBytes
+from animdiff.testing.real_size import _sdxl_part, real_sdxl_configs, real_size_sdxl_motion_adapter
+
+PHASES = ("encode", "denoise", "decode")
+TOKENS = 77
+
+
+@dataclass(frozen=True)
+class JobMemory:
+    """Peak bytes of each phase (resident weights included) and of the weights alone."""
+
+    phases: dict[str, int]
+    weights: dict[str, int]
+
+    @property
+    def peak(self) -> int:
+        return max(self.phases.values())
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=self.phases.__getitem__)
+
+
+def sdxl_models_on_meta(fp8: bool = False) -> LoadedModels:
+    """SDXL base + AnimateDiff-XL on `meta`, as the model cache holds them on CUDA."""
+    configs = real_sdxl_configs()
+
+    def part(name: str, half: bool = True) -> torch.nn.Module:
+        module = _sdxl_part(name, configs[name], "meta").eval().requires_grad_(False)
+        return module.half() if half else module.float()  # .half(): diffusers' .to(dtype) warns
+
+    unet, vae = part("unet"), part("vae", half=False)
+    text_encoder, text_encoder_2 = part("text_encoder"), part("text_encoder_2")
+    adapter = real_size_sdxl_motion_adapter(device="meta").half()
+    if fp8:
+        store_fp8(unet)
+        store_fp8(adapter)
+    path = Path("mm_sdxl_v10_beta.ckpt")
+    motion = XLMotionModule(adapter, Kind.MM_SDXL_BETA, 32, path, FAMILIES[Kind.MM_SDXL_BETA], LAYOUT_GUOYWW)
+    model = build_motion_unet(unet, adapter, path=path, fp8=fp8)
+    parts = SDXLParts(unet, vae, text_encoder, text_encoder_2, Path("sd_xl_base_1.0.safetensors"), Kind.SDXL)
+    return LoadedModels(
+        parts, motion, MotionUNet(model, Kind.MM_SDXL_BETA, "reference"), "sdxl", None, motion.path.name, None
+    )
+
+
+def estimate_sdxl_job(
+    *,
+    width: int = 1024,
+    height: int = 1024,
+    context: int = 16,
+    offload: bool = False,
+    fp8: bool = False,
+    vae_chunk: int | None = None,
+    vae_tiling_on: bool = False,
+    models: LoadedModels | None = None,
+) -> JobMemory:
+    """Each phase's peak for a job of `context` frames in one window at `width` x `height`, CFG on."""
+    models = models or sdxl_models_on_meta(fp8)
+    parts = models.parts
+    by_phase = {
+        "encode": (parts.text_encoder, parts.text_encoder_2),
+        "denoise": (models.unet,),
+        "decode": (parts.vae,),
+    }
+    every = tuple(m for modules in by_phase.values() for m in modules)
+    weights = {phase: _bytes_of(*modules) for phase, modules in by_phase.items()}
+    phases: dict[str, int] = {}
+    latents = torch.empty(context, 4, height // 8, width // 8, device="meta")
+
+    def tracker(phase: str) -> LiveBytes:
+        live = LiveBytes()
+        live.hold_modules(*(by_phase[phase] if offload else every))
+        live.hold([latents])
+        return live
+
+    with torch.inference_mode(), CudaAttention():
+        live = tracker("encode")
+        with live:
+            ids = torch.zeros(2, TOKENS, dtype=torch.long, device="meta")
+            parts.text_encoder(ids, output_hidden_states=True)
+            parts.text_encoder_2(ids, output_hidden_states=True)
+        phases["encode"] = live.peak
+
+        width_2 = parts.text_encoder.config.hidden_size + parts.text_encoder_2.config.hidden_size
+        vector = parts.unet.config.projection_class_embeddings_input_dim
+        conditioning = Conditioning(
+            torch.empty(context, TOKENS, width_2, device="meta"),
+            torch.empty(1, TOKENS, width_2, device="meta"),
+            7.5,
+            cond_vector=torch.empty(context, vector, device="meta"),
+            uncond_vector=torch.empty(1, vector, device="meta"),
+        )
+        denoiser = WindowedDenoiser(models.video_model, conditioning, lambda _step: [list(range(context))])
+        live = tracker("denoise")
+        live.hold([conditioning.cond, conditioning.uncond])
+        live.hold([conditioning.cond_vector, conditioning.uncond_vector])
+        with live:
+            denoiser(latents, torch.tensor(999.0, device="meta"))
+        phases["denoise"] = live.peak
+
+        live = tracker("decode")
+        chunk = frames_per_vae_call(width, height, vae_chunk)
+        with live, vae_tiling(parts.vae, vae_tiling_on):
+            for image in decoded_chunks(parts.vae, latents, chunk):
+                del image
+        phases["decode"] = live.peak
+    return JobMemory(phases, weights)
+
+
+def _bytes_of(*modules: torch.nn.Module) -> int:
+    live = LiveBytes()
+    live.hold_modules(*modules)
+    return live.current
