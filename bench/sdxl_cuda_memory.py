@@ -34,6 +34,7 @@ import _harness as harness
 OPTION_SETS: dict[str, dict[str, Any]] = {
     "plain": {},
     "vae-chunk-1": {"vae_chunk": 1},
+    "vae-chunk-8": {"vae_chunk": 8},
     "vae-tiling": {"vae_tiling": True},
     "offload": {"offload": True},
     "fp8": {"fp8": True},
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--frames", type=int, default=16, help="frames, all in one context window")
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--vae-chunk", type=int, default=8, help="frames per VAE call (animdiff's default)")
+    parser.add_argument("--vae-chunk", type=int, help="frames per VAE call (default: animdiff's, by size)")
     parser.add_argument("--tiny", action="store_true", help="the tiny SDXL files instead (checks the script)")
     parser.add_argument("--cache", help="real-size models folder (default: as realsize_sdxl_vs_diffusers.py)")
     parser.add_argument("--json", help="also write every measurement to this file")
@@ -163,7 +164,7 @@ def report(title: str, args: Any, results: list[dict[str, Any]]) -> None:
     cap = f"capped at {first['cap_gib']} GiB" if first["cap_gib"] else "no cap"
     print(
         f"{title}: {args.frames} frames in one context window, {args.size}x{args.size}, {args.steps} DDIM "
-        f"steps, CFG 7.5, VAE {args.vae_chunk} frames a call; device {first['device']}, {cap}; "
+        f"steps, CFG 7.5, VAE {args.vae_chunk or 'by size'} frames a call; device {first['device']}, {cap}; "
         "one fresh process per option set, 1 warm-up job then 1 timed"
     )
     header = [
