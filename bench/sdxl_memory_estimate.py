@@ -25,7 +25,7 @@ OPTION_SETS: dict[str, dict[str, Any]] = {
     "offload": {"offload": True},
     "fp8": {"fp8": True},
     "offload+fp8": {"offload": True, "fp8": True},
-    "vae-tiling": {"vae_tiling_on": True},
+    "vae-tiling": {"vae_tiling": True},
     "vae-chunk-8": {"vae_chunk": 8},
 }
 GiB = 2**30

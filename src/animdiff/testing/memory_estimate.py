@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from animdiff.decode import decoded_chunks, frames_per_vae_call, vae_tiling
+from animdiff.decode import decoded_chunks, frames_per_vae_call
+from animdiff.decode import vae_tiling as tiled
 from animdiff.models.cache import LoadedModels
 from animdiff.models.detect import Kind
 from animdiff.models.fp8 import store_fp8
@@ -31,7 +32,7 @@ from animdiff.models.motion_xl import FAMILIES, LAYOUT_GUOYWW, XLMotionModule
 from animdiff.models.sdxl import SDXLParts
 from animdiff.sampling.guidance import Conditioning, WindowedDenoiser
 from animdiff.testing.meta_memory import CudaAttention, LiveBytes
-from animdiff.testing.real_size import _sdxl_part, real_sdxl_configs, real_size_sdxl_motion_adapter
+from animdiff.testing.real_size import build_sdxl_part, real_sdxl_configs, real_size_sdxl_motion_adapter
 
 PHASES = ("encode", "denoise", "decode")
 TOKENS = 77
@@ -58,7 +59,7 @@ def sdxl_models_on_meta(fp8: bool = False) -> LoadedModels:
     configs = real_sdxl_configs()
 
     def part(name: str, half: bool = True) -> torch.nn.Module:
-        module = _sdxl_part(name, configs[name], "meta").eval().requires_grad_(False)
+        module = build_sdxl_part(name, configs[name], "meta").eval().requires_grad_(False)
         return module.half() if half else module.float()  # .half(): diffusers' .to(dtype) warns
 
     unet, vae = part("unet"), part("vae", half=False)
@@ -72,7 +73,13 @@ def sdxl_models_on_meta(fp8: bool = False) -> LoadedModels:
     model = build_motion_unet(unet, adapter, path=path, fp8=fp8)
     parts = SDXLParts(unet, vae, text_encoder, text_encoder_2, Path("sd_xl_base_1.0.safetensors"), Kind.SDXL)
     return LoadedModels(
-        parts, motion, MotionUNet(model, Kind.MM_SDXL_BETA, "reference"), "sdxl", None, motion.path.name, None
+        parts=parts,
+        motion=motion,
+        unet=MotionUNet(model, Kind.MM_SDXL_BETA, "reference"),
+        checkpoint_name="sd_xl_base_1.0",
+        checkpoint_hash=None,
+        motion_name=motion.path.name,
+        motion_hash=None,
     )
 
 
@@ -84,7 +91,7 @@ def estimate_sdxl_job(
     offload: bool = False,
     fp8: bool = False,
     vae_chunk: int | None = None,
-    vae_tiling_on: bool = False,
+    vae_tiling: bool = False,
     models: LoadedModels | None = None,
 ) -> JobMemory:
     """Each phase's peak for a job of `context` frames in one window at `width` x `height`, CFG on."""
@@ -133,7 +140,7 @@ def estimate_sdxl_job(
 
         live = tracker("decode")
         chunk = frames_per_vae_call(width, height, vae_chunk)
-        with live, vae_tiling(parts.vae, vae_tiling_on):
+        with live, tiled(parts.vae, vae_tiling):
             for image in decoded_chunks(parts.vae, latents, chunk):
                 del image
         phases["decode"] = live.peak

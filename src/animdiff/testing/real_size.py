@@ -195,7 +195,9 @@ def real_sdxl_motion_config() -> dict[str, Any]:
     return shipped_config("sdxl_motion_adapter.json")
 
 
-def _sdxl_part(part: str, config: Mapping[str, Any], device: str | torch.device) -> torch.nn.Module:
+def build_sdxl_part(part: str, config: Mapping[str, Any], device: str | torch.device) -> torch.nn.Module:
+    """One of `SDXL_CONFIG_FILES`' parts from its config, with the library's initialisation (on
+    `meta`: shapes and dtypes only, no memory; the memory estimate and the file header use that)."""
     with torch.device(device):
         if part == "unet":
             return UNet2DConditionModel(**config)
@@ -276,7 +278,7 @@ def write_sdxl_checkpoint_streamed(
     (`_fill_random_`), renamed to SGM names and its bytes appended in the header's order.
     """
     parts = list(SDXL_CONFIG_FILES)
-    layouts_by_part = {p: _sgm_state(p, _sdxl_part(p, configs[p], "meta")) for p in parts}
+    layouts_by_part = {p: _sgm_state(p, build_sdxl_part(p, configs[p], "meta")) for p in parts}
     layout = {k: v for p in parts for k, v in layouts_by_part[p].items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
@@ -302,7 +304,7 @@ def sdxl_parts_filled(
     for part in SDXL_CONFIG_FILES:
         try:
             torch.set_default_dtype(torch.float16)  # built in float16: the UNet is 10 GB in float32
-            module = _sdxl_part(part, configs[part], "cpu")
+            module = build_sdxl_part(part, configs[part], "cpu")
         finally:
             torch.set_default_dtype(default)
         module.requires_grad_(False)
@@ -325,7 +327,7 @@ def real_size_sdxl_states(device: str | torch.device = "meta") -> dict[str, dict
     configs = real_sdxl_configs()
     checkpoint = {}
     for part in SDXL_CONFIG_FILES:
-        state = _sgm_state(part, _sdxl_part(part, configs[part], device))
+        state = _sgm_state(part, build_sdxl_part(part, configs[part], device))
         checkpoint.update({k: v.to(_file_dtype(v)) for k, v in state.items()})
     motion = motion_module_state("sdxl-beta", real_size_sdxl_motion_adapter(device=device))
     return {"sdxl": checkpoint, "mm-sdxl": motion}
