@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from animdiff.decode import TILE_PIXELS, decoded_chunks, frames_per_vae_call, vae_tiling
+from animdiff.decode import TILE_PIXELS, decode_frames, decoded_chunks, frames_per_vae_call, vae_tiling
 from animdiff.models.convert import shipped_config
 from animdiff.models.load import VAE_DTYPE
 from animdiff.models.offload import on_device
 from animdiff.pipeline import Animator, RunOptions
+from animdiff.sampling.img2img import encode_frames
 
 
 def test_on_device_puts_back_the_same_tensors() -> None:
@@ -39,6 +41,24 @@ def test_frames_per_vae_call_follow_the_size_unless_set() -> None:
     assert [frames_per_vae_call(s, s) for s in (64, 512, 768, 1024, 1448, 2048)] == [8, 8, 3, 2, 1, 1]
     assert frames_per_vae_call(1024, 576) == 3
     assert frames_per_vae_call(1024, 1024, 5) == 5
+
+
+def test_vae_calls_take_frames_by_size() -> None:
+    """Decoding and video-to-video encoding both follow `frames_per_vae_call`: 2 frames a call at
+    1024x1024 (a fixed 8 would hold 4x the activations)."""
+    config = shipped_config(
+        "sdxl_vae.json", block_out_channels=[4] * 4, norm_num_groups=4, layers_per_block=1
+    )
+    vae = AutoencoderKL(**config).eval()  # 4 channels: a 1024-px frame costs little
+    calls: list[int] = []
+    for part in (vae.encoder, vae.decoder):
+        part.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        decode_frames(vae, torch.zeros(3, 4, 128, 128))
+        assert calls == [2, 1]
+        calls.clear()
+        encode_frames(vae, [np.zeros((1024, 1024, 3), np.uint8)] * 3)
+        assert calls == [2, 1]
 
 
 def test_vae_tiling_decodes_a_1024_px_sdxl_frame_in_512_px_tiles() -> None:

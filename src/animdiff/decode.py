@@ -28,7 +28,7 @@ def vae_tiling(vae: AutoencoderKL, enabled: bool = True, tile_pixels: int = TILE
     if not enabled:
         yield
         return
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = pixels_per_latent(vae)
     saved = (vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size)
     vae.enable_tiling()
     vae.tile_sample_min_size = tile_pixels
@@ -39,6 +39,11 @@ def vae_tiling(vae: AutoencoderKL, enabled: bool = True, tile_pixels: int = TILE
         vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = saved
 
 
+def pixels_per_latent(vae: AutoencoderKL) -> int:
+    """How many pixels a side one latent stands for (8 for SD1.5's and SDXL's VAEs)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def frames_per_vae_call(width: int, height: int, chunk: int | None = None) -> int:
     """`chunk` when the user set one; else as many frames as fit `PIXELS_PER_VAE_CALL` (1 to 8)."""
     if chunk is not None:
@@ -46,9 +51,14 @@ def frames_per_vae_call(width: int, height: int, chunk: int | None = None) -> in
     return max(1, min(MAX_FRAMES_PER_VAE_CALL, PIXELS_PER_VAE_CALL // (width * height)))
 
 
-def decoded_chunks(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 8) -> Iterator[torch.Tensor]:
+def decoded_chunks(
+    vae: AutoencoderKL, latents: torch.Tensor, chunk: int | None = None
+) -> Iterator[torch.Tensor]:
     """Each chunk of frames decoded: (n, 3, H, W) float32 pixel values in [0, 255] on the VAE's
-    device. The one place a chunk's size and dtype are chosen (benchmarks run it without pixels)."""
+    device. The one place a chunk's size and dtype are chosen (benchmarks run it without pixels);
+    `chunk` None: by size (`frames_per_vae_call`)."""
+    factor = pixels_per_latent(vae)
+    chunk = frames_per_vae_call(latents.shape[-1] * factor, latents.shape[-2] * factor, chunk)
     scale = vae.config.scaling_factor
     for start in range(0, latents.shape[0], chunk):
         batch = latents[start : start + chunk].to(device=vae.device, dtype=vae.dtype) / scale
@@ -60,7 +70,7 @@ def decoded_chunks(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 8) ->
 def decode_frames(
     vae: AutoencoderKL,
     latents: torch.Tensor,
-    chunk: int = 8,
+    chunk: int | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
     """(frames, 4, h, w) latents -> HxWx3 uint8 frames.

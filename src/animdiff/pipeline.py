@@ -21,7 +21,7 @@ from PIL import Image
 from animdiff import __version__
 from animdiff.control_inputs import PreparedUnit, unit_hints
 from animdiff.control_units import ControlNetUnit, is_inpaint_module
-from animdiff.decode import decode_frames, frames_per_vae_call, vae_tiling
+from animdiff.decode import decode_frames, vae_tiling
 from animdiff.errors import CancelledError, ParamsError
 from animdiff.img2img_inputs import init_frames, inpaint_masks, last_frame
 from animdiff.interpolate.film import FilmInterpolator
@@ -137,10 +137,10 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.fp8:
             fp8_dtype()  # refused here, before any model loads, where torch has no float8
-        for name, flag in (("windows_per_call", "--window-batch"), ("vae_chunk", "--vae-chunk")):
-            value = getattr(self, name)
-            if name == "vae_chunk" and value is None:
-                continue
+        counts = {"--window-batch": self.windows_per_call}
+        if self.vae_chunk is not None:  # None: by size
+            counts["--vae-chunk"] = self.vae_chunk
+        for flag, value in counts.items():
             if not isinstance(value, int) or value < 1:
                 raise ParamsError(f"{flag} must be a whole number of at least 1, got {value!r}")
 
@@ -201,7 +201,7 @@ class Animator:
                 frames = decode_frames(
                     vae,
                     latents[: counts.video_length],
-                    frames_per_vae_call(params.width, params.height, self.options.vae_chunk),
+                    self.options.vae_chunk,
                     lambda done, total: emit(Progress("decode", done, total)),
                 )
             frames = self.postprocess(job, frames, emit)
@@ -400,8 +400,7 @@ class Animator:
         frames = init_frames(plan, counts.batch, params.width, params.height)
         last = last_frame(plan, params.width, params.height)
         with on_device(vae, self.device, self.options.offload):
-            chunk = frames_per_vae_call(params.width, params.height, self.options.vae_chunk)
-            init = encode_frames(vae, frames, chunk).to(noise)
+            init = encode_frames(vae, frames, self.options.vae_chunk).to(noise)
             last_latent = None if last is None else encode_frames(vae, [last]).to(noise)
         if plan.init_image is not None:
             alpha, beta = latent_blend_weights(

@@ -14,6 +14,12 @@ from animdiff.models.detect import Kind, detect_file
 from animdiff.models.load import load_checkpoint, load_motion_module
 
 
+def _tiny(**overrides) -> TrainSettings:
+    """Training settings small enough for a test: stages 1-3 a step or a few each, no stage 4."""
+    small = dict(vae_steps=2, vae_batch=4, pairs=2, steps=2, batch_pairs=2, focus_steps=3, focus_pairs=2)
+    return TrainSettings(**{"threads": 1, **small, "decoder_steps": 0, **overrides})
+
+
 def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
 
@@ -56,18 +62,7 @@ def test_rescaling_the_latents_keeps_reconstructions_and_sets_the_spread() -> No
 
 
 def test_training_is_seeded_and_stage_3_resumes_from_written_weights(tmp_path: Path) -> None:
-    tiny = TrainSettings(
-        threads=1,
-        vae_steps=2,
-        vae_batch=4,
-        pairs=2,
-        steps=2,
-        batch_pairs=1,
-        focus_steps=2,
-        focus_pairs=2,
-        decoder_steps=2,
-        decoder_batch=2,
-    )
+    tiny = _tiny(batch_pairs=1, focus_steps=2, decoder_steps=2, decoder_batch=2)
     full = train(tiny, tmp_path / "full")
     again = train(tiny, tmp_path / "again")
     stage_2 = train(replace(tiny, focus_steps=0, decoder_steps=0), tmp_path / "stage2")
@@ -93,17 +88,7 @@ def test_stage_3_turns_one_clip_of_each_pair_round_from_reverse_above(monkeypatc
         return real(latents, noise, alpha_bar, blind, backwards=backwards)
 
     monkeypatch.setattr(train_module, "noised", spy)
-    tiny = TrainSettings(
-        threads=1,
-        vae_steps=2,
-        vae_batch=4,
-        pairs=2,
-        steps=2,
-        batch_pairs=2,
-        focus_steps=3,
-        focus_pairs=2,
-        decoder_steps=0,
-    )
+    tiny = _tiny()
     train(replace(tiny, focus_reverse_above=0, focus_wrap=True), tmp_path / "out")
     assert asked[:2] == [None, None]
     assert len(asked) == 5
@@ -124,17 +109,7 @@ def test_stage_3_picks_the_blind_tops_clips_from_the_noise_when_asked(monkeypatc
         return real(pool, captions, latents, noise, alpha_bar, where)
 
     monkeypatch.setattr(train_module, "suggested_clips", spy)
-    tiny = TrainSettings(
-        threads=1,
-        vae_steps=2,
-        vae_batch=4,
-        pairs=2,
-        steps=2,
-        batch_pairs=2,
-        focus_steps=3,
-        focus_pairs=4,
-        decoder_steps=0,
-    )
+    tiny = _tiny(focus_pairs=4)
     train(replace(tiny, focus_blind_above=0), tmp_path / "plain")
     assert asked == []
     train(replace(tiny, focus_blind_above=0, focus_pick=True, focus_wrap=True), tmp_path / "picked")
@@ -154,9 +129,7 @@ def test_the_shipped_weights_are_small_and_in_the_package() -> None:
 def test_the_text_encoder_trains_only_when_asked(tmp_path: Path) -> None:
     """Default: it keeps its random initialisation (the README says why); `--train-text-encoder`
     trains it along with the UNet."""
-    tiny = TrainSettings(
-        threads=1, vae_steps=1, vae_batch=4, pairs=2, steps=2, batch_pairs=1, focus_steps=0, decoder_steps=0
-    )
+    tiny = _tiny(vae_steps=1, batch_pairs=1, focus_steps=0)
     initial = demo.build(tiny.seed).text_encoder.state_dict()
     for trained in (False, True):
         files = train(replace(tiny, train_text_encoder=trained), tmp_path / str(trained))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from animdiff.decode import frames_per_vae_call
 from animdiff.sampling.loop import Denoiser, StepInfo
 
 # (step index, latents after that step) -> latents; how inpainting keeps the unmasked region.
@@ -260,7 +261,7 @@ def sample_from(
 def encode_frames(
     vae: torch.nn.Module,
     frames: Sequence[np.ndarray],
-    chunk: int = 8,
+    chunk: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """HxWx3 uint8 frames -> (frames, 4, H/8, W/8) float32 latents on the CPU, times the VAE's
@@ -272,6 +273,8 @@ def encode_frames(
     """
     if not frames:
         raise ValueError("no frames to encode")
+    height, width = np.asarray(frames[0]).shape[:2]
+    chunk = frames_per_vae_call(width, height, chunk)
     scale = vae.config.scaling_factor
     param = next(vae.parameters())
     out: list[torch.Tensor] = []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from animdiff.decode import decoded_chunks, frames_per_vae_call
+from animdiff.decode import decoded_chunks
 from animdiff.decode import vae_tiling as tiled
 from animdiff.models.cache import LoadedModels
 from animdiff.models.detect import Kind
@@ -30,12 +30,12 @@ from animdiff.models.load import build_motion_unet
 from animdiff.models.motion_unet import MotionUNet
 from animdiff.models.motion_xl import FAMILIES, LAYOUT_GUOYWW, XLMotionModule
 from animdiff.models.sdxl import SDXLParts
+from animdiff.models.tokenizer import MAX_LENGTH as TOKENS
 from animdiff.sampling.guidance import Conditioning, WindowedDenoiser
 from animdiff.testing.meta_memory import CudaAttention, LiveBytes
 from animdiff.testing.real_size import build_sdxl_part, real_sdxl_configs, real_size_sdxl_motion_adapter
 
 PHASES = ("encode", "denoise", "decode")
-TOKENS = 77
 
 
 @dataclass(frozen=True)
@@ -139,9 +139,8 @@ def estimate_sdxl_job(
         phases["denoise"] = live.peak
 
         live = tracker("decode")
-        chunk = frames_per_vae_call(width, height, vae_chunk)
         with live, tiled(parts.vae, vae_tiling):
-            for image in decoded_chunks(parts.vae, latents, chunk):
+            for image in decoded_chunks(parts.vae, latents, vae_chunk):
                 del image
         phases["decode"] = live.peak
     return JobMemory(phases, weights)

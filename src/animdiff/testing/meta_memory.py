@@ -54,10 +54,9 @@ class LiveBytes(TorchDispatchMode):
         for tensor in tensors:
             self._count(tensor)
 
-    def hold_modules(self, *modules: torch.nn.Module | None) -> None:
+    def hold_modules(self, *modules: torch.nn.Module) -> None:
         for module in modules:
-            if module is not None:
-                self.hold([*module.parameters(), *module.buffers()])
+            self.hold([*module.parameters(), *module.buffers()])
 
     def _count(self, tensor: torch.Tensor) -> None:
         storage = tensor.untyped_storage()
