@@ -1,5 +1,9 @@
 """SDXL at 1024x1024 with 16 frames: what each memory option holds on a CUDA card, estimated on the CPU.
 
+`window-batch-2` is two 16-frame windows (32 frames) in one UNet call, as `--window-batch 2` makes them:
+its motion modules' attention batch (65,536 rows) is past what FlashAttention launches, so it also
+shows the pieces animdiff cuts it into run (on meta, a launch CUDA refuses raises as it would there).
+
 Real-size SDXL base + AnimateDiff-XL run on PyTorch's `meta` device through animdiff's own code
 (animdiff.testing.memory_estimate): each phase's peak of allocated bytes, the weights resident in
 it included, as `torch.cuda.max_memory_allocated` would count it. Not counted: the CUDA context,
@@ -27,6 +31,7 @@ OPTION_SETS: dict[str, dict[str, Any]] = {
     "offload+fp8": {"offload": True, "fp8": True},
     "vae-tiling": {"vae_tiling": True},
     "vae-chunk-8": {"vae_chunk": 8},
+    "window-batch-2": {"windows_per_call": 2},
 }
 GiB = 2**30
 
@@ -37,7 +42,7 @@ def main() -> None:
     )
     parser.add_argument("--options", default=",".join(OPTION_SETS), help="from: " + ", ".join(OPTION_SETS))
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--frames", type=int, default=16, help="frames, all in one context window")
+    parser.add_argument("--frames", type=int, default=16, help="frames of a context window")
     parser.add_argument("--card-gib", type=float, default=24.0, help="the card size to compare with")
     parser.add_argument("--json", help="also write the estimates to this file")
     args = parser.parse_args()
@@ -68,8 +73,9 @@ def main() -> None:
         )
     print(
         f"real-size SDXL base + AnimateDiff-XL, estimated on meta: {args.size}x{args.size}, "
-        f"{args.frames} frames in one context window, CFG, float16 (VAE float32); GiB allocated at "
-        "each phase's peak, resident weights included (plus the CUDA context and workspaces, not counted)"
+        f"context windows of {args.frames} frames (one a call unless window-batch), CFG, float16 "
+        "(VAE float32); GiB allocated at each phase's peak, resident weights included "
+        "(plus the CUDA context and workspaces, not counted)"
     )
     header = ["options", "VAE frames a call", *PHASES, "peak", f"under {args.card_gib:g} GiB"]
     print(f"{header[0]:14}" + "".join(f"{h:>19}" for h in header[1:]))

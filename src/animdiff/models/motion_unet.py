@@ -20,6 +20,8 @@ where every frame is a row of its own: prompt travel gives each frame its own po
 this instance takes the vectors per row (`vector=`): its own config drops the per-video path, and
 the time embedding every block receives gets `add_embedding(vector)` added row by row. With equal
 rows within a video that is the per-video sum diffusers computes, value for value.
+
+Its motion modules' attention runs in batches CUDA can launch (`attention_batch`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from diffusers import UNetMotionModel
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 
+from animdiff.models.attention_batch import split_motion_attention
 from animdiff.models.detect import Kind
 
 if TYPE_CHECKING:
@@ -107,6 +110,7 @@ class MotionUNet(nn.Module):
         self.groupnorm = groupnorm
         self._row_embedding: torch.Tensor | None = None
         self.takes_vector = unet.config.get("addition_embed_type") == "text_time"
+        split_motion_attention(unet)
         if self.takes_vector:
             self._add_embedding_per_row()
         if groupnorm == "reference":

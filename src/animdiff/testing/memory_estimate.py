@@ -6,7 +6,8 @@ float8 weights with `fp8`, converted as the model cache converts them). Each pha
 animdiff's own code on meta tensors under `meta_memory.LiveBytes`: the two text encoders on one
 prompt and its negative, one guided model evaluation of a context window through
 `WindowedDenoiser` and the UNet with motion modules (the largest moment of sampling: the sampler's
-own tensors are a few latents), and the VAE decode of every frame in `decoded_chunks`, tiled with
+own tensors are a few latents; `windows_per_call` windows in that one call, as `--window-batch`
+puts them), and the VAE decode of every frame in `decoded_chunks`, tiled with
 `vae_tiling` when asked. What is resident follows `offload`: every model in every phase without
 it, only the phase's model with it.
 
@@ -88,13 +89,15 @@ def estimate_sdxl_job(
     width: int = 1024,
     height: int = 1024,
     context: int = 16,
+    windows_per_call: int = 1,
     offload: bool = False,
     fp8: bool = False,
     vae_chunk: int | None = None,
     vae_tiling: bool = False,
     models: LoadedModels | None = None,
 ) -> JobMemory:
-    """Each phase's peak for a job of `context` frames in one window at `width` x `height`, CFG on."""
+    """Each phase's peak for a job of `windows_per_call` windows of `context` frames (one UNet call)
+    at `width` x `height`, CFG on."""
     models = models or sdxl_models_on_meta(fp8)
     parts = models.parts
     by_phase = {
@@ -105,7 +108,9 @@ def estimate_sdxl_job(
     every = tuple(m for modules in by_phase.values() for m in modules)
     weights = {phase: _bytes_of(*modules) for phase, modules in by_phase.items()}
     phases: dict[str, int] = {}
-    latents = torch.empty(context, 4, height // 8, width // 8, device="meta")
+    frames = context * windows_per_call
+    windows = [list(range(start, start + context)) for start in range(0, frames, context)]
+    latents = torch.empty(frames, 4, height // 8, width // 8, device="meta")
 
     def tracker(phase: str) -> LiveBytes:
         live = LiveBytes()
@@ -124,13 +129,15 @@ def estimate_sdxl_job(
         width_2 = parts.text_encoder.config.hidden_size + parts.text_encoder_2.config.hidden_size
         vector = parts.unet.config.projection_class_embeddings_input_dim
         conditioning = Conditioning(
-            torch.empty(context, TOKENS, width_2, device="meta"),
+            torch.empty(frames, TOKENS, width_2, device="meta"),
             torch.empty(1, TOKENS, width_2, device="meta"),
             7.5,
-            cond_vector=torch.empty(context, vector, device="meta"),
+            cond_vector=torch.empty(frames, vector, device="meta"),
             uncond_vector=torch.empty(1, vector, device="meta"),
         )
-        denoiser = WindowedDenoiser(models.video_model, conditioning, lambda _step: [list(range(context))])
+        denoiser = WindowedDenoiser(
+            models.video_model, conditioning, lambda _step: windows, windows_per_call=windows_per_call
+        )
         live = tracker("denoise")
         live.hold([conditioning.cond, conditioning.uncond])
         live.hold([conditioning.cond_vector, conditioning.uncond_vector])

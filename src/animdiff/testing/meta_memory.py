@@ -11,7 +11,8 @@ One thing differs on `meta` by default: PyTorch's `scaled_dot_product_attention`
 kernel there and falls back to the explicit softmax(QK^T)V, which holds the whole attention matrix.
 `CudaAttention` routes it to the kernel CUDA picks instead (FlashAttention for float16/bfloat16
 with head size up to 256, memory-efficient attention otherwise), whose meta functions allocate
-exactly what those kernels return (the output and its log-sum-exp).
+exactly what those kernels return (the output and its log-sum-exp). It also refuses, as CUDA
+does, a FlashAttention batch longer than its launch grid takes (`MAX_ATTENTION_BATCH`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from animdiff.models.attention_batch import MAX_ATTENTION_BATCH
 
 #: CUDA's caching allocator hands out blocks in multiples of this.
 BLOCK = 512
@@ -112,6 +115,11 @@ def _fused_attention(
         and value.shape[-1] == query.shape[-1]
     )
     if flash:
+        if max(query.shape[0], query.shape[1]) > MAX_ATTENTION_BATCH:
+            raise RuntimeError(
+                "CUDA error: invalid configuration argument (FlashAttention launches its batch and heads "
+                f"on grid axes of at most {MAX_ATTENTION_BATCH:,} blocks; got {tuple(query.shape[:2])})"
+            )
         out = aten._scaled_dot_product_flash_attention(query, key, value, 0.0, is_causal, False, scale=scale)
     else:
         out = aten._scaled_dot_product_efficient_attention(
