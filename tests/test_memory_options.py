@@ -35,30 +35,33 @@ def test_offload_and_vae_tiling_give_the_same_frames(models_dir, tiny_params) ->
     assert models.unet.device.type == "cpu" and not models.parts.vae.use_tiling
 
 
-def test_frames_per_vae_call_follow_the_size_unless_set() -> None:
-    """8 frames up to 512x512 (the old fixed chunk, so smaller jobs decode as before), then at most
-    2 megapixels a call: 1024x1024 in float32 would add ~24 GiB at 8 frames (tests/testing)."""
-    assert [frames_per_vae_call(s, s) for s in (64, 512, 768, 1024, 1448, 2048)] == [8, 8, 3, 2, 1, 1]
-    assert frames_per_vae_call(1024, 576) == 3
-    assert frames_per_vae_call(1024, 1024, 5) == 5
+def test_frames_per_vae_call_follow_the_size_and_dtype_unless_set() -> None:
+    """At most 1 MiB of pixel values a call (1 frame of 512x512 in float32, as animdiff's VAEs run;
+    2 in float16), 8 frames at most, 1 at least: at 8 frames of 512x512 the decode would be a job's
+    peak (tests/testing/test_meta_memory.py)."""
+    sides = (64, 256, 384, 512, 768, 1024)
+    assert [frames_per_vae_call(s, s, dtype=torch.float16) for s in sides] == [8, 8, 3, 2, 1, 1]
+    assert [frames_per_vae_call(s, s, dtype=torch.float32) for s in sides] == [8, 4, 1, 1, 1, 1]
+    assert frames_per_vae_call(512, 288, dtype=torch.float16) == 3
+    assert frames_per_vae_call(1024, 1024, 5, dtype=torch.float32) == 5
 
 
 def test_vae_calls_take_frames_by_size() -> None:
-    """Decoding and video-to-video encoding both follow `frames_per_vae_call`: 2 frames a call at
-    1024x1024 (a fixed 8 would hold 4x the activations)."""
+    """Decoding and video-to-video encoding both follow `frames_per_vae_call`: 4 frames of 256x256
+    a call in float32."""
     config = shipped_config(
         "sdxl_vae.json", block_out_channels=[4] * 4, norm_num_groups=4, layers_per_block=1
     )
-    vae = AutoencoderKL(**config).eval()  # 4 channels: a 1024-px frame costs little
+    vae = AutoencoderKL(**config).eval()  # 4 channels: frames cost little
     calls: list[int] = []
     for part in (vae.encoder, vae.decoder):
         part.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
     with torch.no_grad():
-        decode_frames(vae, torch.zeros(3, 4, 128, 128))
-        assert calls == [2, 1]
+        decode_frames(vae, torch.zeros(6, 4, 32, 32))
+        assert calls == [4, 2]
         calls.clear()
-        encode_frames(vae, [np.zeros((1024, 1024, 3), np.uint8)] * 3)
-        assert calls == [2, 1]
+        encode_frames(vae, [np.zeros((256, 256, 3), np.uint8)] * 6)
+        assert calls == [4, 2]
 
 
 def test_vae_tiling_decodes_a_1024_px_sdxl_frame_in_512_px_tiles() -> None:

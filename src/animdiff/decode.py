@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-#: Pixels one VAE call decodes (or encodes) at most unless `--vae-chunk` says otherwise: 8 frames
-#: of 512x512, 2 of 1024x1024. The VAE's activations grow with the pixels of a call: at 1024x1024 in
-#: float32 (SDXL's VAE) 8 frames a call would add about 24 GiB on a card (bench/sdxl_memory_estimate.py).
-PIXELS_PER_VAE_CALL = 8 * 512 * 512
+#: Bytes of pixel values one VAE call decodes (or encodes) at most unless `--vae-chunk` says
+#: otherwise: frames x width x height x the VAE's bytes per value. animdiff's VAEs run in float32, so
+#: that is 1 frame of 512x512 (or larger), 4 of 256x256, 8 (the most) from 181x181 down. The VAE's
+#: activations grow with it, about 0.75 GiB a float32 512x512 frame: at 8 frames a call the decode,
+#: not the denoise, would be a job's peak (bench/memory_estimate.py, tests/testing/test_meta_memory.py).
+VAE_CALL_BYTES = 512 * 512 * 4
 MAX_FRAMES_PER_VAE_CALL = 8
 
 #: `--vae-tiling`'s tiles: 512 pixels a side (64 latents), overlapping by a quarter (diffusers'
@@ -44,11 +46,13 @@ def pixels_per_latent(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def frames_per_vae_call(width: int, height: int, chunk: int | None = None) -> int:
-    """`chunk` when the user set one; else as many frames as fit `PIXELS_PER_VAE_CALL` (1 to 8)."""
+def frames_per_vae_call(width: int, height: int, chunk: int | None = None, *, dtype: torch.dtype) -> int:
+    """`chunk` when the user set one; else as many frames of the VAE's `dtype` as fit
+    `VAE_CALL_BYTES` (1 to 8)."""
     if chunk is not None:
         return chunk
-    return max(1, min(MAX_FRAMES_PER_VAE_CALL, PIXELS_PER_VAE_CALL // (width * height)))
+    per_frame = width * height * dtype.itemsize
+    return max(1, min(MAX_FRAMES_PER_VAE_CALL, VAE_CALL_BYTES // per_frame))
 
 
 def decoded_chunks(
@@ -58,7 +62,8 @@ def decoded_chunks(
     device. The one place a chunk's size and dtype are chosen (benchmarks run it without pixels);
     `chunk` None: by size (`frames_per_vae_call`)."""
     factor = pixels_per_latent(vae)
-    chunk = frames_per_vae_call(latents.shape[-1] * factor, latents.shape[-2] * factor, chunk)
+    width, height = latents.shape[-1] * factor, latents.shape[-2] * factor
+    chunk = frames_per_vae_call(width, height, chunk, dtype=vae.dtype)
     scale = vae.config.scaling_factor
     for start in range(0, latents.shape[0], chunk):
         batch = latents[start : start + chunk].to(device=vae.device, dtype=vae.dtype) / scale

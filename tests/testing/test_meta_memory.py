@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from animdiff.testing.memory_estimate import estimate_sdxl_job, sdxl_models_on_meta
+from animdiff.testing.memory_estimate import estimate_job, sd15_models_on_meta, sdxl_models_on_meta
 from animdiff.testing.meta_memory import BLOCK, CudaAttention, LiveBytes
 
 GiB = 2**30
@@ -72,16 +73,29 @@ def test_cuda_attention_leaves_real_tensors_alone() -> None:
 
 def test_sdxl_at_1024_with_16_frames_fits_24_gib_with_the_default_options() -> None:
     """The issue's target, estimated: real-size SDXL + AnimateDiff-XL, 1024x1024, a 16-frame
-    window, CFG, float16 (VAE float32). The VAE's frames per call follow the size (2 here): with
+    window, CFG, float16 (VAE float32). The VAE's frames per call follow the size (1 here): with
     the old fixed 8 the decode alone would need over 24 GiB."""
     models = sdxl_models_on_meta()
-    default = estimate_sdxl_job(models=models)
+    default = estimate_job(models)
     # Each model's bytes in 512-byte blocks: the text encoders, the UNet with AnimateDiff-XL, the VAE.
     assert default.weights == {"encode": 1_635_442_688, "denoise": 5_609_298_944, "decode": 334_618_112}
     assert default.peak_phase == "denoise"
     assert 14 * GiB < default.peak < 16 * GiB
-    assert estimate_sdxl_job(models=models, vae_chunk=8).phases["decode"] > 24 * GiB
-    offloaded = estimate_sdxl_job(models=models, offload=True)
+    assert estimate_job(models, vae_chunk=8).phases["decode"] > 24 * GiB
+    offloaded = estimate_job(models, offload=True)
     assert offloaded.phases["denoise"] == default.phases["denoise"] - sum(
         default.weights[p] for p in ("encode", "decode")
     )
+
+
+@pytest.mark.parametrize(
+    ("family", "side", "frames"), [("sd15", 512, 16), ("sdxl", 512, 8)], ids=["sd15-512", "sdxl-512"]
+)
+def test_the_decode_is_not_the_peak_at_the_default_chunk(family: str, side: int, frames: int) -> None:
+    """At 512x512 the float32 VAE decodes 1 frame a call and the denoise stays the job's peak;
+    8 frames a call would make the decode the peak."""
+    models = sd15_models_on_meta() if family == "sd15" else sdxl_models_on_meta()
+    default = estimate_job(models, width=side, height=side, context=frames)
+    assert default.peak_phase == "denoise"
+    eight = estimate_job(models, width=side, height=side, context=frames, vae_chunk=8)
+    assert eight.peak_phase == "decode" and eight.peak > default.peak

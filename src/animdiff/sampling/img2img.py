@@ -274,9 +274,9 @@ def encode_frames(
     if not frames:
         raise ValueError("no frames to encode")
     height, width = np.asarray(frames[0]).shape[:2]
-    chunk = frames_per_vae_call(width, height, chunk)
-    scale = vae.config.scaling_factor
     param = next(vae.parameters())
+    chunk = frames_per_vae_call(width, height, chunk, dtype=param.dtype)
+    scale = vae.config.scaling_factor
     out: list[torch.Tensor] = []
     for start in range(0, len(frames), chunk):
         batch = np.stack([np.asarray(f, dtype=np.uint8) for f in frames[start : start + chunk]])
