@@ -15,8 +15,9 @@ it would there).
 
 The reference figures are the A1111 extension's own (its docs/performance.md: an RTX 4090, PyTorch
 SDP attention, cond and uncond in one batch; how they were read is not stated, so they may include
-the CUDA context that the estimate leaves out). `vae-chunk-8` rows show the fixed 8 frames a VAE call
-animdiff decoded with before its chunk followed the size and dtype.
+the CUDA context that the estimate leaves out). `ff-one-piece` rows run every feed-forward in one
+piece, as the extension does (animdiff slices large ones); `vae-chunk-8` rows decode the fixed 8
+frames a VAE call animdiff used before its chunk followed the size and dtype.
 
     .venv/bin/python bench/memory_estimate.py [--size 1024] [--frames 16] [--options plain,offload]
     .venv/bin/python bench/memory_estimate.py --only reference
@@ -47,6 +48,8 @@ REFERENCE_FIGURES = (
     ("SD1.5 + motion module, 512x512, 16 frames", "sd15", 512, 512, 16, 5.60),
     ("SDXL + AnimateDiff-XL, 1024x768, 16 frames", "sdxl", 1024, 768, 16, 13.87),
 )
+#: The reference table's rows: (label, --vae-chunk, feed-forwards sliced).
+ROWS = (("defaults", None, True), ("ff-one-piece", None, False), ("vae-chunk-8", 8, True))
 GiB = 2**30
 
 
@@ -99,7 +102,9 @@ def reference_table() -> list[dict[str, Any]]:
     results = []
     for setting, family, width, height, frames, published in REFERENCE_FIGURES:
         models = makers[family]()
-        for label, chunk in (("defaults", None), ("vae-chunk-8", 8)):
+        budget = models.unet.ff_budget.bytes
+        for label, chunk, sliced in ROWS:
+            models.unet.ff_budget.bytes = budget if sliced else None
             job = estimate_job(models, width=width, height=height, context=frames, vae_chunk=chunk)
             vae_chunk = frames_per_vae_call(width, height, chunk, dtype=models.parts.vae.dtype)
             results.append(

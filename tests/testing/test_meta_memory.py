@@ -74,22 +74,27 @@ def test_cuda_attention_leaves_real_tensors_alone() -> None:
 def test_sdxl_at_1024_with_16_frames_fits_24_gib_with_the_default_options() -> None:
     """The issue's target, estimated: real-size SDXL + AnimateDiff-XL, 1024x1024, a 16-frame
     window, CFG, float16 (VAE float32). The VAE's frames per call follow the size (1 here): with
-    the old fixed 8 the decode alone would need over 24 GiB."""
+    the old fixed 8 the decode alone would need over 24 GiB. Feed-forwards in one piece (as the
+    reference runs them) would add over 3 GiB to the denoise."""
     models = sdxl_models_on_meta()
     default = estimate_job(models)
     # Each model's bytes in 512-byte blocks: the text encoders, the UNet with AnimateDiff-XL, the VAE.
     assert default.weights == {"encode": 1_635_442_688, "denoise": 5_609_298_944, "decode": 334_618_112}
     assert default.peak_phase == "denoise"
-    assert 14 * GiB < default.peak < 16 * GiB
+    assert 11 * GiB < default.peak < 12.5 * GiB
     assert estimate_job(models, vae_chunk=8).phases["decode"] > 24 * GiB
     offloaded = estimate_job(models, offload=True)
     assert offloaded.phases["denoise"] == default.phases["denoise"] - sum(
         default.weights[p] for p in ("encode", "decode")
     )
+    models.unet.ff_budget.bytes = None
+    one_piece = estimate_job(models)
+    assert 14 * GiB < one_piece.peak < 16 * GiB
+    assert one_piece.phases["denoise"] - default.phases["denoise"] > 3 * GiB
 
 
 @pytest.mark.parametrize(
-    ("family", "side", "frames"), [("sd15", 512, 16), ("sdxl", 512, 8)], ids=["sd15-512", "sdxl-512"]
+    ("family", "side", "frames"), [("sd15", 512, 16), ("sdxl", 512, 16)], ids=["sd15-512", "sdxl-512"]
 )
 def test_the_decode_is_not_the_peak_at_the_default_chunk(family: str, side: int, frames: int) -> None:
     """At 512x512 the float32 VAE decodes 1 frame a call and the denoise stays the job's peak;

@@ -21,7 +21,8 @@ this instance takes the vectors per row (`vector=`): its own config drops the pe
 the time embedding every block receives gets `add_embedding(vector)` added row by row. With equal
 rows within a video that is the per-video sum diffusers computes, value for value.
 
-Its motion modules' attention runs in batches CUDA can launch (`attention_batch`).
+Its motion modules' attention runs in batches CUDA can launch (`attention_batch`), and large
+feed-forward calls run in slices (`feed_forward_slices`, `ff_budget`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch import nn
 
 from animdiff.models.attention_batch import split_motion_attention
 from animdiff.models.detect import Kind
+from animdiff.models.feed_forward_slices import Budget, slice_feed_forwards
 
 if TYPE_CHECKING:
     from animdiff.sampling.controlnet import Residuals
@@ -111,6 +113,8 @@ class MotionUNet(nn.Module):
         self._row_embedding: torch.Tensor | None = None
         self.takes_vector = unet.config.get("addition_embed_type") == "text_time"
         split_motion_attention(unet)
+        self.ff_budget = Budget()  # bytes a feed-forward slice may hold; .bytes = None: one piece
+        slice_feed_forwards(unet, self.ff_budget)
         if self.takes_vector:
             self._add_embedding_per_row()
         if groupnorm == "reference":
