@@ -27,8 +27,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vae-chunk",
         type=int,
-        help="frames per VAE call (default: by size, 1 MiB of float32 pixel values a call: 1 frame "
-        "from 512x512, 4 at 256x256, at most 8; fewer: less memory)",
+        help="frames per VAE call (default: by size, 512x512 float32 pixels a call: 1 frame "
+        "from 363x363 up, 4 at 256x256, at most 8; fewer: less memory)",
     )
     parser.add_argument(
         "--vae-tiling",
