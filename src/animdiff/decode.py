@@ -10,10 +10,11 @@ import torch
 from diffusers import AutoencoderKL
 
 #: Bytes of pixel values one VAE call decodes (or encodes) at most unless `--vae-chunk` says
-#: otherwise: frames x width x height x the VAE's bytes per value. animdiff's VAEs run in float32, so
-#: that is 1 frame from 363x363 up (512x512 is one), 4 of 256x256, 8 (the most) from 181x181 down. The VAE's
-#: activations grow with it, about 0.75 GiB a float32 512x512 frame: at 8 frames a call the decode,
-#: not the denoise, would be a job's peak (bench/memory_estimate.py, tests/testing/test_meta_memory.py).
+#: otherwise: frames x width x height x the VAE's bytes per value. animdiff's VAEs run in float32,
+#: so that is 1 frame from 363x363 up (512x512 is one), 4 of 256x256, 8 (the most) from 181x181
+#: down. The VAE's activations grow with it, about 0.75 GiB a float32 512x512 frame: at 8 frames a
+#: call the decode, not the denoise, would be a job's peak (bench/memory_estimate.py,
+#: tests/testing/test_meta_memory.py).
 VAE_CALL_BYTES = 512 * 512 * 4
 MAX_FRAMES_PER_VAE_CALL = 8
 
