@@ -10,9 +10,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from animdiff.models.controlnet import ControlNet
+from animdiff.models.detect import Kind
 from animdiff.models.feed_forward_slices import FF_SLICE_BYTES, slice_size, sliced_blocks
 from animdiff.models.load import build_motion_unet, load_checkpoint, load_motion_module
 from animdiff.models.motion_unet import MotionUNet
+from animdiff.testing.controlnet import tiny_controlnet
 from animdiff.testing.factory import TINY_TEXT_WIDTH
 
 
@@ -73,3 +76,20 @@ def test_sliced_feed_forwards_give_the_same_noise(tiny_unet: MotionUNet) -> None
     dims = {block._chunk_dim for block in blocks}
     assert dims == {0, 1}  # spatial blocks by rows, motion modules by frames
     torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-12)
+
+
+def test_a_controlnet_slices_its_feed_forwards_too() -> None:
+    net = ControlNet(tiny_controlnet("canny").double(), Kind.CONTROLNET_SD15, Path("control_canny.pth"))
+    generator = torch.Generator().manual_seed(4)
+    sample = torch.randn(4, 4, 8, 8, dtype=torch.float64, generator=generator)
+    text = torch.randn(4, 77, net.model.config.cross_attention_dim, dtype=torch.float64, generator=generator)
+    hint = torch.rand(4, 3, 64, 64, dtype=torch.float64, generator=generator)
+    args = dict(timestep=torch.tensor([500] * 4), encoder_hidden_states=text, controlnet_cond=hint)
+    with torch.no_grad():
+        down, mid = net.model(sample, return_dict=False, **args)
+        assert sliced_blocks(net.model) == []
+        net.ff_budget.bytes = 2048
+        down_sliced, mid_sliced = net.model(sample, return_dict=False, **args)
+        assert sliced_blocks(net.model)
+    for got, want in zip([*down_sliced, mid_sliced], [*down, mid], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)

@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from diffusers import ControlNetModel
 from animdiff.errors import ModelFileError, ModelTypeError, NotSupportedYetError
 from animdiff.models import convert, sdxl
 from animdiff.models.detect import Detected, Kind, detect
+from animdiff.models.feed_forward_slices import Budget, slice_feed_forwards
 from animdiff.models.files import read_state_dict
 from animdiff.models.ldm_names import ldm_unet_name
 from animdiff.models.load import build_on_meta
@@ -86,11 +87,16 @@ Tensors = Mapping[str, torch.Tensor]
 
 @dataclass
 class ControlNet:
-    """A loaded ControlNet and what it was loaded from."""
+    """A loaded ControlNet and what it was loaded from. Its large feed-forward calls run in slices,
+    as the UNet's do (`feed_forward_slices`; `ff_budget.bytes = None`: one piece)."""
 
     model: ControlNetModel
     kind: Kind
     path: Path
+    ff_budget: Budget = field(default_factory=Budget)
+
+    def __post_init__(self) -> None:
+        slice_feed_forwards(self.model, self.ff_budget)
 
     @property
     def hint_channels(self) -> int:
