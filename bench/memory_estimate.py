@@ -11,7 +11,7 @@ row (`vae-tiling` about half a minute: diffusers blends tile edges one pixel col
 `window-batch-2` is two 16-frame windows (32 frames) in one UNet call, as `--window-batch 2` makes
 them: its motion modules' attention batch (65,536 rows) is past what FlashAttention launches, so the
 row also shows that the pieces animdiff cuts it into run (on meta a launch CUDA refuses raises, as
-it would there).
+it would there). `controlnet` adds one full-size ControlNet acting on every frame (video to video).
 
 The reference figures are the A1111 extension's own (its docs/performance.md: an RTX 4090, PyTorch
 SDP attention, cond and uncond in one batch; how they were read is not stated, so they may include
@@ -41,6 +41,7 @@ OPTION_SETS: dict[str, dict[str, Any]] = {
     "vae-tiling": {"vae_tiling": True},
     "vae-chunk-8": {"vae_chunk": 8},
     "window-batch-2": {"windows_per_call": 2},
+    "controlnet": {"controlnets": 1},
 }
 
 #: (setting, family, width, height, frames, the reference's figure in GB).

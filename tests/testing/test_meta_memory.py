@@ -87,6 +87,9 @@ def test_sdxl_at_1024_with_16_frames_fits_24_gib_with_the_default_options() -> N
     assert offloaded.phases["denoise"] == default.phases["denoise"] - sum(
         default.weights[p] for p in ("encode", "decode")
     )
+    control = estimate_job(models, controlnets=1)  # video to video with one full-size SDXL ControlNet
+    assert 2 * GiB < control.weights["denoise"] - default.weights["denoise"] < 2.5 * GiB
+    assert default.peak < control.peak < 18 * GiB
     models.unet.ff_budget.bytes = None
     one_piece = estimate_job(models)
     assert 14 * GiB < one_piece.peak < 16 * GiB

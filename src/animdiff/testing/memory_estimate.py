@@ -8,8 +8,9 @@ then runs animdiff's own code on meta tensors under `meta_memory.LiveBytes`: the
 one prompt and its negative, one guided model evaluation of a context window through
 `WindowedDenoiser` and the UNet with motion modules (the largest moment of sampling: the sampler's
 own tensors are a few latents; `windows_per_call` windows in that one call, as `--window-batch`
-puts them), and the VAE decode of every frame in `decoded_chunks`, tiled with `vae_tiling` when
-asked. What is resident follows `offload`: every model in every phase without it, only the
+puts them; with `controlnets` that many full-size ControlNets, made from the UNet's config, act
+on every frame), and the VAE decode of every frame in `decoded_chunks`, tiled with `vae_tiling`
+when asked. What is resident follows `offload`: every model in every phase without it, only the
 phase's model with it.
 
 The numbers are bytes as `torch.cuda.max_memory_allocated` counts them; the CUDA context, library
@@ -22,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers import ControlNetModel
 
 from animdiff.decode import decoded_chunks
 from animdiff.decode import vae_tiling as tiled
 from animdiff.models.cache import LoadedModels
+from animdiff.models.controlnet import ControlNet
 from animdiff.models.detect import Kind
 from animdiff.models.fp8 import store_fp8
 from animdiff.models.load import MotionModule, StableDiffusionParts, build_motion_unet
@@ -34,6 +37,7 @@ from animdiff.models.motion_xl import FAMILIES, LAYOUT_GUOYWW, XLMotionModule
 from animdiff.models.sdxl import SDXLParts
 from animdiff.models.tokenizer import MAX_LENGTH as TOKENS
 from animdiff.models.tokenizer import PromptTokenizer, clip_tokenizer
+from animdiff.sampling.controlnet import ControlLayer, ControlUnit
 from animdiff.sampling.guidance import Conditioning, WindowedDenoiser
 from animdiff.testing.meta_memory import CudaAttention, LiveBytes
 from animdiff.testing.real_size import (
@@ -110,6 +114,15 @@ def sdxl_models_on_meta(fp8: bool = False) -> LoadedModels:
     return _models(parts, motion, "sd_xl_base_1.0", fp8)
 
 
+def controlnet_on_meta(models: LoadedModels) -> ControlNet:
+    """A ControlNet of the checkpoint's own size (diffusers builds it from the UNet's config: about
+    1.25 billion weights for SDXL), float16 on `meta`, sliced as loaded ControlNets are."""
+    with torch.device("meta"):
+        model = ControlNetModel.from_unet(models.parts.unet, load_weights_from_unet=False)
+    kind = Kind.CONTROLNET_SDXL if models.unet.takes_vector else Kind.CONTROLNET_SD15
+    return ControlNet(model.half().eval().requires_grad_(False), kind, Path("controlnet.safetensors"))
+
+
 def estimate_job(
     models: LoadedModels,
     *,
@@ -120,12 +133,14 @@ def estimate_job(
     offload: bool = False,
     vae_chunk: int | None = None,
     vae_tiling: bool = False,
+    controlnets: int = 0,
 ) -> JobMemory:
     """Each phase's peak for a job of `windows_per_call` windows of `context` frames (one UNet call)
     at `width` x `height`, CFG on, with `models` (`sd15_models_on_meta` or `sdxl_models_on_meta`)."""
     parts = models.parts
     encoders = tuple(e for e in (parts.text_encoder, getattr(parts, "text_encoder_2", None)) if e is not None)
-    by_phase = {"encode": encoders, "denoise": (models.unet,), "decode": (parts.vae,)}
+    nets = [controlnet_on_meta(models).model for _ in range(controlnets)]
+    by_phase = {"encode": encoders, "denoise": (models.unet, *nets), "decode": (parts.vae,)}
     every = tuple(m for modules in by_phase.values() for m in modules)
     weights = {phase: _bytes_of(*modules) for phase, modules in by_phase.items()}
     phases: dict[str, int] = {}
@@ -156,6 +171,9 @@ def estimate_job(
             cond_vector=None if vector is None else torch.empty(frames, vector, device="meta"),
             uncond_vector=None if vector is None else torch.empty(1, vector, device="meta"),
         )
+        if nets:  # not held: they stay in CPU memory (each call's uint8 slice is counted, a few MiB)
+            hints = torch.empty(frames, 3, height, width, dtype=torch.uint8, device="meta")
+            conditioning.control = ControlLayer([ControlUnit(net, hints) for net in nets])
         denoiser = WindowedDenoiser(
             models.video_model, conditioning, lambda _step: windows, windows_per_call=windows_per_call
         )
