@@ -41,13 +41,18 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: `RunOptions` field -> the parsed flag's attribute; its keys are every run option these flags set.
+FLAG_OF_FIELD = {
+    "windows_per_call": "window_batch",
+    "film_model": "film_model",
+    "offload": "offload",
+    "fp8": "fp8",
+    "vae_chunk": "vae_chunk",
+    "vae_tiling": "vae_tiling",
+}
+RUN_FIELDS = tuple(FLAG_OF_FIELD)
+
+
 def run_flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """`RunOptions` fields from the parsed flags (the device is each caller's own)."""
-    return {
-        "windows_per_call": args.window_batch,
-        "film_model": args.film_model,
-        "offload": args.offload,
-        "fp8": args.fp8,
-        "vae_chunk": args.vae_chunk,
-        "vae_tiling": args.vae_tiling,
-    }
+    return {field: getattr(args, flag) for field, flag in FLAG_OF_FIELD.items()}

@@ -4,16 +4,14 @@ the batch is videos x pixels."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 
 from animdiff.models.attention_batch import MAX_ATTENTION_BATCH, BatchSplitAttention, split_motion_attention
-from animdiff.models.load import build_motion_unet, load_checkpoint, load_motion_module
+from animdiff.models.motion_parts import inside_motion_modules
 from animdiff.models.motion_unet import MotionUNet
 from animdiff.testing.factory import TINY_TEXT_WIDTH
 from animdiff.testing.meta_memory import CudaAttention
@@ -68,22 +66,9 @@ def test_max_batch_must_be_positive() -> None:
         BatchSplitAttention(AttnProcessor2_0(), 0)
 
 
-@pytest.fixture(scope="module")
-def tiny_unet(models_dir: Path) -> MotionUNet:
-    parts = load_checkpoint(models_dir / "Stable-diffusion" / "tiny-sd15.safetensors")
-    motion = load_motion_module(models_dir / "AnimateDiff" / "tiny-mm-v2.ckpt")
-    return MotionUNet(build_motion_unet(parts.unet, motion.adapter, path=motion.path), motion.kind)
-
-
 def _processors(unet: MotionUNet) -> tuple[list[object], list[object]]:
     motion, spatial = [], []
-    in_motion = {
-        id(attn)
-        for block in unet.unet.modules()
-        if isinstance(block, AnimateDiffTransformer3D)
-        for attn in block.modules()
-        if isinstance(attn, Attention)
-    }
+    in_motion = {id(attn) for attn in inside_motion_modules(unet.unet, Attention)}
     for attn in unet.unet.modules():
         if isinstance(attn, Attention):
             (motion if id(attn) in in_motion else spatial).append(attn.processor)

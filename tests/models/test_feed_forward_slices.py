@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from animdiff.models.controlnet import ControlNet
 from animdiff.models.detect import Kind
 from animdiff.models.feed_forward_slices import FF_SLICE_BYTES, slice_size, sliced_blocks
-from animdiff.models.load import build_motion_unet, load_checkpoint, load_motion_module
 from animdiff.models.motion_unet import MotionUNet
 from animdiff.testing.controlnet import tiny_controlnet
 from animdiff.testing.factory import TINY_TEXT_WIDTH
@@ -51,13 +49,6 @@ def test_a_slice_divides_its_dimension_and_is_the_largest_that_fits(
     assert size == 1 or size * per_entry <= budget
     larger = [d for d in range(size + 1, length) if length % d == 0]
     assert all(d * per_entry > budget for d in larger)
-
-
-@pytest.fixture(scope="module")
-def tiny_unet(models_dir: Path) -> MotionUNet:
-    parts = load_checkpoint(models_dir / "Stable-diffusion" / "tiny-sd15.safetensors")
-    motion = load_motion_module(models_dir / "AnimateDiff" / "tiny-mm-v2.ckpt")
-    return MotionUNet(build_motion_unet(parts.unet, motion.adapter, path=motion.path), motion.kind)
 
 
 def test_sliced_feed_forwards_give_the_same_noise(tiny_unet: MotionUNet) -> None:

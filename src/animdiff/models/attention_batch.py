@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 from diffusers.models.attention_processor import Attention
-from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
+
+from animdiff.models.motion_parts import inside_motion_modules
 
 #: The most blocks CUDA launches along a grid's y or z axis (where FlashAttention puts the batch).
 MAX_ATTENTION_BATCH = 65_535
@@ -76,11 +77,8 @@ def split_motion_attention(unet: nn.Module, max_batch: int = MAX_ATTENTION_BATCH
     returns how many it changed. Spatial attention keeps its processor (its batch is videos x frames);
     an attention already split is left as it is, so calling this twice changes nothing."""
     changed = 0
-    for block in unet.modules():
-        if not isinstance(block, AnimateDiffTransformer3D):
-            continue
-        for attn in block.modules():
-            if isinstance(attn, Attention) and not isinstance(attn.processor, BatchSplitAttention):
-                attn.set_processor(BatchSplitAttention(attn.processor, max_batch))
-                changed += 1
+    for attn in inside_motion_modules(unet, Attention):
+        if not isinstance(attn.processor, BatchSplitAttention):
+            attn.set_processor(BatchSplitAttention(attn.processor, max_batch))
+            changed += 1
     return changed

@@ -18,8 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from diffusers.models.attention import BasicTransformerBlock
-from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
+
+from animdiff.models.motion_parts import inside_motion_modules
 
 #: The most bytes a feed-forward's widest activation may hold in one piece; the piece's whole
 #: working set (projection, gate, product) is about twice that.
@@ -70,13 +71,7 @@ class FeedForwardSlicer:
 def slice_feed_forwards(unet: nn.Module, budget: Budget) -> int:
     """Hooks every transformer block of `unet`: motion modules slice by frames (their rows are
     pixels, which need not divide evenly), spatial blocks by rows (frames). Returns the count."""
-    in_motion = {
-        id(block)
-        for module in unet.modules()
-        if isinstance(module, AnimateDiffTransformer3D)
-        for block in module.modules()
-        if isinstance(block, BasicTransformerBlock)
-    }
+    in_motion = {id(block) for block in inside_motion_modules(unet, BasicTransformerBlock)}
     hooked = 0
     for block in unet.modules():
         if isinstance(block, BasicTransformerBlock):

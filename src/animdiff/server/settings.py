@@ -14,11 +14,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from animdiff.errors import ParamsError
+from animdiff.run_flags import RUN_FIELDS
 
 API_KEY_ENV = "ANIMDIFF_API_KEY"
 MIB = 1024 * 1024
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-RUN_FIELDS = ("windows_per_call", "film_model", "offload", "fp8", "vae_chunk", "vae_tiling")
 
 
 class ServerSettings(BaseModel):
